@@ -1,0 +1,125 @@
+// Package cli is the tend command line: one file per command, flags bound to
+// an options struct, and one mapping from errors to exit codes and hints
+// (exit.go).
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/source"
+	_ "tend.dev/tend/internal/source/gogit" // git remotes
+)
+
+// Version is set at build time with -ldflags "-X tend.dev/tend/internal/cli.Version=…".
+var Version = "dev"
+
+// globals are the flags every command takes.
+type globals struct {
+	repo, cluster, kubeconfig, revision string
+	output                              string
+	logLevel                            string
+	gitUsername, gitPasswordFile        string
+	sshKey, knownHosts                  string
+	stdout, stderr                      io.Writer
+}
+
+func (g *globals) json() bool { return g.output == "json" }
+
+func (g *globals) logger() *slog.Logger {
+	lvl := slog.LevelInfo
+	_ = lvl.UnmarshalText([]byte(g.logLevel))
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// sourceOptions reads credentials from files and the environment, never
+// from argv, where every user of the machine could read them.
+func (g *globals) sourceOptions() (source.Options, error) {
+	o := source.Options{Ref: g.revision, Username: g.gitUsername, SSHKeyFile: g.sshKey, KnownHostsFile: g.knownHosts,
+		Token: os.Getenv("TEND_GIT_TOKEN"), Password: os.Getenv("TEND_GIT_PASSWORD")}
+	if o.Username == "" {
+		o.Username = os.Getenv("TEND_GIT_USERNAME")
+	}
+	if g.gitPasswordFile != "" {
+		b, err := os.ReadFile(g.gitPasswordFile)
+		if err != nil {
+			return o, model.WithHint(fmt.Errorf("read --git-password-file: %w", err), "the file holds the password or token on one line")
+		}
+		o.Password = strings.TrimSpace(string(b))
+	}
+	return o, nil
+}
+
+func (g *globals) openSource() (source.Source, error) {
+	if g.repo == "" {
+		return nil, model.WithHint(fmt.Errorf("--repo is required"), "pass a directory or a git URL: --repo ./ops or --repo https://git.example.com/ops.git")
+	}
+	o, err := g.sourceOptions()
+	if err != nil {
+		return nil, err
+	}
+	return source.Open(g.repo, o)
+}
+
+func (g *globals) requireCluster() error {
+	if g.cluster == "" {
+		return model.WithHint(fmt.Errorf("--cluster is required"), "pass the metadata.name of a Cluster in the repository; `tend validate --repo DIR` lists them")
+	}
+	return nil
+}
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// New returns the root command.
+func New(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "tend",
+		Short: "tend installs and maintains a platform from one git repository",
+		Long: `tend keeps Kubernetes clusters equal to an ops repository in git: it renders
+each Cluster's components, applies them with server-side apply, prunes what
+left git, corrects drift and reports status.
+
+Exit codes: 0 success; 1 the result is not clean (diff found changes,
+status found components not Ready); 2 error (bad input, failed apply,
+unreachable git or cluster).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.repo, "repo", "", "ops repository: a directory or a git URL (file://, https://, ssh://)")
+	pf.StringVar(&g.cluster, "cluster", "", "metadata.name of the Cluster to act on")
+	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then in-cluster config)")
+	pf.StringVar(&g.revision, "revision", "", "branch, tag, semver range or commit to follow (default: the remote's default branch)")
+	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.gitUsername, "git-username", "", "git username for https (or TEND_GIT_USERNAME); the password or token comes from TEND_GIT_PASSWORD, TEND_GIT_TOKEN or --git-password-file")
+	pf.StringVar(&g.gitPasswordFile, "git-password-file", "", "file holding the git password or token")
+	pf.StringVar(&g.sshKey, "ssh-key", "", "private key for ssh:// remotes")
+	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file pinning the ssh remote's host key")
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g))
+	return root
+}
+
+// Main runs the CLI and returns the process exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := New(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	return exitCode(root, err, stdout, stderr)
+}
