@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -41,7 +42,7 @@ func newApply(g *globals) *cobra.Command {
 			if err := c.Ping(ctx); err != nil {
 				return err
 			}
-			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Log: g.logger(), Workers: workers, Events: true})
+			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Log: g.logger(slog.LevelWarn), Workers: workers, Events: true})
 			var mu sync.Mutex
 			if !g.json() {
 				r.OnResult = func(res reconcile.Result) {

@@ -45,6 +45,12 @@ func newDiff(g *globals) *cobra.Command {
 			}
 			a := &kube.Applier{C: c, Live: kube.Direct{C: c}}
 			res := diffResult{Revision: l.rev.String(), Objects: []kube.ObjectDiff{}}
+			pending := map[string]bool{}
+			for _, o := range objs {
+				for k := range kube.Pending(o) {
+					pending[k] = true
+				}
+			}
 			var errs []error
 			for _, name := range model.Order(cl.Spec.Components) {
 				comp := findComponent(cl, name)
@@ -53,7 +59,7 @@ func newDiff(g *globals) *cobra.Command {
 					return err
 				}
 				diffs, err := a.Diff(ctx, kube.Request{Cluster: g.cluster, Component: name, Namespace: comp.Namespace,
-					Force: comp.Force, Prune: comp.PruneEnabled(), Objects: objs[name], Inventory: status.Status.Inventory})
+					Force: comp.Force, Prune: comp.PruneEnabled(), Objects: objs[name], Inventory: status.Status.Inventory, Pending: pending})
 				if err != nil {
 					errs = append(errs, fmt.Errorf("component %s: %w", name, err))
 				}

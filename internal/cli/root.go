@@ -34,9 +34,12 @@ type globals struct {
 
 func (g *globals) json() bool { return g.output == "json" }
 
-func (g *globals) logger() *slog.Logger {
-	lvl := slog.LevelInfo
-	_ = lvl.UnmarshalText([]byte(g.logLevel))
+// logger logs to stderr at --log-level, or at def when it is not given.
+func (g *globals) logger(def slog.Level) *slog.Logger {
+	lvl := def
+	if g.logLevel != "" {
+		_ = lvl.UnmarshalText([]byte(g.logLevel))
+	}
 	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
@@ -107,7 +110,7 @@ unreachable git or cluster).`,
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then in-cluster config)")
 	pf.StringVar(&g.revision, "revision", "", "branch, tag, semver range or commit to follow (default: the remote's default branch)")
 	pf.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default: info for run, warn otherwise)")
 	pf.StringVar(&g.gitUsername, "git-username", "", "git username for https (or TEND_GIT_USERNAME); the password or token comes from TEND_GIT_PASSWORD, TEND_GIT_TOKEN or --git-password-file")
 	pf.StringVar(&g.gitPasswordFile, "git-password-file", "", "file holding the git password or token")
 	pf.StringVar(&g.sshKey, "ssh-key", "", "private key for ssh:// remotes")

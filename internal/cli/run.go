@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -35,7 +36,7 @@ func newRun(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := g.logger()
+			log := g.logger(slog.LevelInfo)
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			m := reconcile.NewMetrics(reg)

@@ -32,6 +32,10 @@ type Request struct {
 	Objects   []render.Object
 	// Inventory is what the last apply left.
 	Inventory Inventory
+	// Pending lists, for Diff, the objects other components of the same
+	// change will create: Namespaces by name and custom kinds as Kind.group.
+	// Their dependents cannot be dry-run yet and show as created.
+	Pending map[string]bool
 }
 
 // Change is what happened to one object.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pmezard/go-difflib/difflib"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
@@ -35,23 +36,15 @@ func (a *Applier) Diff(ctx context.Context, req Request) ([]ObjectDiff, error) {
 	var out []ObjectDiff
 	var errs []error
 	keep := map[string]bool{}
-	newNS := map[string]bool{}
-	newKinds := map[string]bool{}
-	for _, o := range req.Objects {
-		switch IDOf(o.Unstructured).GroupKind.String() {
-		case "Namespace":
-			newNS[o.GetName()] = true
-		case "CustomResourceDefinition.apiextensions.k8s.io":
-			g, _, _ := unstructured.NestedString(o.Object, "spec", "group")
-			k, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
-			newKinds[k+"."+g] = true
-		}
+	pending := Pending(req.Objects)
+	for k := range req.Pending {
+		pending[k] = true
 	}
 	for _, o := range req.Objects {
 		it, err := a.prepare(&req, o)
 		if err != nil {
 			gk := o.GroupVersionKind().GroupKind().String()
-			if newKinds[gk] {
+			if pending[gk] {
 				// Its CRD arrives with this change: the object will be created.
 				u := o.DeepCopy()
 				if u.GetNamespace() == "" && req.Namespace != "" {
@@ -82,7 +75,7 @@ func (a *Applier) Diff(ctx context.Context, req Request) ([]ObjectDiff, error) {
 		if !it.dec.Apply {
 			continue
 		}
-		if live == nil && it.u.GetNamespace() != "" && newNS[it.u.GetNamespace()] {
+		if live == nil && it.u.GetNamespace() != "" && pending["Namespace/"+it.u.GetNamespace()] && !a.namespaceExists(ctx, it.u.GetNamespace()) {
 			out = append(out, ObjectDiff{Object: Describe(it.id), Action: Created, Origin: o.Origin, Diff: unified(nil, it.u, Describe(it.id))})
 			continue
 		}
@@ -123,6 +116,28 @@ func (a *Applier) Diff(ctx context.Context, req Request) ([]ObjectDiff, error) {
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// Pending returns the Namespaces ("Namespace/name") and custom kinds
+// ("Kind.group") that objs create.
+func Pending(objs []render.Object) map[string]bool {
+	out := map[string]bool{}
+	for _, o := range objs {
+		switch IDOf(o.Unstructured).GroupKind.String() {
+		case "Namespace":
+			out["Namespace/"+o.GetName()] = true
+		case "CustomResourceDefinition.apiextensions.k8s.io":
+			g, _, _ := unstructured.NestedString(o.Object, "spec", "group")
+			k, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
+			out[k+"."+g] = true
+		}
+	}
+	return out
+}
+
+func (a *Applier) namespaceExists(ctx context.Context, ns string) bool {
+	_, err := a.C.Typed.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	return err == nil
 }
 
 // unified diffs two objects as YAML after removing server bookkeeping.

@@ -403,6 +403,9 @@ func (r *Reconciler) applyAll(ctx context.Context, st *state) []Result {
 			<-sem
 			mu.Lock()
 			results = append(results, res)
+			if r.OnResult != nil {
+				r.OnResult(res)
+			}
 			mu.Unlock()
 		}()
 	}

@@ -1,0 +1,67 @@
+// Package testenv starts the real components tests run against: the
+// Kubernetes control plane (devcluster), a git server over HTTP (git
+// http-backend) and over SSH (sshd). A component that cannot start fails
+// the test and says why; nothing is skipped silently.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"tend.dev/tend/internal/devcluster"
+)
+
+var (
+	cpOnce sync.Once
+	cp     *devcluster.Cluster
+	cpErr  error
+)
+
+// ControlPlane returns the package's control plane, started on first use
+// and shared by the tests of one package. Call StopControlPlane from TestMain.
+func ControlPlane(t testing.TB) *devcluster.Cluster {
+	t.Helper()
+	cpOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tend-cp-")
+		if err != nil {
+			cpErr = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cp, cpErr = devcluster.Start(ctx, devcluster.Options{Dir: dir})
+	})
+	if cpErr != nil {
+		t.Fatalf("the control plane could not start, so this test cannot run: %v", cpErr)
+	}
+	return cp
+}
+
+// StopControlPlane stops the shared control plane, if it was started.
+func StopControlPlane() {
+	if cp != nil {
+		cp.Stop()
+		os.RemoveAll(cp.Dir)
+	}
+}
+
+// Main runs a package's tests and stops the shared components afterwards.
+func Main(m *testing.M) {
+	code := m.Run()
+	StopControlPlane()
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, "control plane logs were in", cpDir())
+	}
+	os.Exit(code)
+}
+
+func cpDir() string {
+	if cp == nil {
+		return "(not started)"
+	}
+	return cp.Dir
+}
