@@ -161,7 +161,7 @@ func (r *Reconciler) prime(ctx context.Context) error {
 	if err := r.opts.Kube.EnsureSetup(ctx); err != nil {
 		return err
 	}
-	list, err := r.opts.Kube.ListComponents(ctx, r.opts.Cluster)
+	list, err := r.opts.Kube.ListComponents(ctx, "")
 	if err != nil {
 		return fmt.Errorf("read component status: %w", err)
 	}
@@ -209,7 +209,19 @@ func (r *Reconciler) reconcileComponent(ctx context.Context, st *state, name str
 		}
 	}
 	var applyErr error
+	r.mu.Lock()
+	owner := cs.obj.Spec.Cluster
+	r.mu.Unlock()
 	switch {
+	case owner != "" && owner != r.opts.Cluster:
+		// Two Cluster definitions applied to one API server: refuse rather
+		// than let one overwrite the other's inventory and status.
+		err := model.WithHint(fmt.Errorf("component %s on this API server belongs to Cluster %q, not %q", name, owner, r.opts.Cluster),
+			"each Kubernetes cluster is one Cluster in git; check --cluster and --kubeconfig, or rename the component")
+		res.Reason = ReasonApplyFailed
+		res.Err, res.Message, res.Hint = err, err.Error(), model.HintOf(err)
+		r.report(res, prior)
+		return res
 	case st.errs[name] != nil:
 		res.Reason, applyErr = ReasonRenderFailed, st.errs[name]
 	case len(notReady) > 0:
