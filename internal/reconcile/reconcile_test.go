@@ -134,10 +134,10 @@ spec:
     wait: true
     timeout: 1m
 `, cluster),
-		"base/ns.yaml":  fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s-app}\n", cluster),
-		"base/crd.yaml": crd,
-		"app/cm.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {color: \"${color}\", cluster: \"${cluster_name}\"}\n",
-		"app/keep.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hands-off\n  annotations: {tend.dev/reconcile: disabled}\ndata: {v: \"1\"}\n",
+		"base/ns.yaml":    fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s-app}\n", cluster),
+		"base/crd.yaml":   crd,
+		"app/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {color: \"${color}\", cluster: \"${cluster_name}\"}\n",
+		"app/keep.yaml":   "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hands-off\n  annotations: {tend.dev/reconcile: disabled}\ndata: {v: \"1\"}\n",
 		"app/widget.yaml": "apiVersion: example.test/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}\n",
 		"app/deploy.yaml": `apiVersion: apps/v1
 kind: Deployment
