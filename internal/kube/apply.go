@@ -334,7 +334,7 @@ func (a *Applier) patch(ctx context.Context, it *item, dryRun bool) (*unstructur
 		return nil, err
 	}
 	force := it.dec.Force
-	opts := metav1.PatchOptions{FieldManager: FieldManager, Force: &force}
+	opts := metav1.PatchOptions{FieldManager: FieldManager, Force: &force, FieldValidation: "Strict"}
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
@@ -356,13 +356,18 @@ func (a *Applier) objectError(op string, it *item, err error) *ObjectError {
 		oe.Hint = "the namespace may not exist: add a Namespace object to the component or set the component's namespace"
 	case IsUnreachable(err):
 		oe.Hint = "the cluster is unreachable; tend retries"
+	default:
+		var status apierrors.APIStatus
+		if errors.As(err, &status) {
+			oe.Hint = "the API server refused the object: fix the manifest at " + it.obj.Origin.String()
+		}
 	}
 	return oe
 }
 
 func conflictText(err error) string {
 	s := err.Error()
-	if i := strings.Index(s, "conflict"); i >= 0 {
+	if i := strings.Index(s, "conflict with"); i >= 0 {
 		return s[i:]
 	}
 	return s

@@ -72,6 +72,14 @@ func HintOf(err error) string {
 		if es, ok := err.(Errors); ok && len(es) > 0 {
 			return es[0].Hint
 		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				if h := HintOf(e); h != "" {
+					return h
+				}
+			}
+			return ""
+		}
 		err = errors.Unwrap(err)
 	}
 	return ""

@@ -135,7 +135,7 @@ func (r *Reconciler) load(ctx context.Context, rev source.Revision) (*state, err
 	cl, err := repo.Cluster(r.opts.Cluster)
 	if err != nil {
 		if lerr != nil {
-			return nil, fmt.Errorf("%w\n%v", err, lerr)
+			return nil, errors.Join(lerr, err)
 		}
 		return nil, err
 	}
