@@ -317,8 +317,19 @@ func (a *Applier) applyStage(ctx context.Context, items []*item, cs *ChangeSet, 
 		}
 		_ = g.Wait()
 	}
-	// A lone object needs no separate validation: its apply is atomic.
-	if len(todo) > 1 {
+	// Validate first when the stage changes objects that exist, so a bad
+	// manifest never leaves a running app half-updated. A lone object needs
+	// no validation (its apply is atomic), and neither does a stage that
+	// only creates: a partial create disturbs nothing that runs, and every
+	// object created is in the inventory, so the next apply completes or
+	// prunes it. This halves the requests of a first install.
+	updates := false
+	for _, it := range todo {
+		if it.dec.Action != Created {
+			updates = true
+		}
+	}
+	if len(todo) > 1 && updates {
 		run(true)
 		if len(errs) > 0 {
 			return errors.Join(errs...)

@@ -48,12 +48,13 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// NewClient builds the clients. QPS is raised because tend applies many
-// objects in parallel; the API server's priority and fairness still rules.
+// NewClient builds the clients. The client-side rate limit is set high
+// because tend applies many objects in parallel; the API server's priority
+// and fairness is what protects it, as it does for kubectl.
 func NewClient(cfg *rest.Config) (*Client, error) {
 	cfg = rest.CopyConfig(cfg)
-	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 100, 200
+	if cfg.QPS < 500 {
+		cfg.QPS, cfg.Burst = 500, 1000
 	}
 	cfg.UserAgent = "tend"
 	dyn, err := dynamic.NewForConfig(cfg)
