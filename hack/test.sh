@@ -18,7 +18,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo ">> control plane (built once into ${TEND_CACHE:-$HOME/.cache/tend})"
-hack/build-controlplane.sh >/dev/null
+bash internal/devcluster/build-controlplane.sh >/dev/null
 
 echo ">> go vet"
 go vet ./...

@@ -132,3 +132,25 @@ func TestDiffApplyStatus(t *testing.T) {
 		t.Fatalf("diff with a bad kubeconfig = %d\n%s", code, stderr)
 	}
 }
+
+func TestDevUpDown(t *testing.T) {
+	dir := t.TempDir()
+	code, out, stderr := run(t, "dev", "up", "--dir", dir)
+	if code != 0 || !strings.HasSuffix(strings.TrimSpace(out), "admin.kubeconfig") {
+		t.Fatalf("dev up = %d\n%s%s", code, out, stderr)
+	}
+	kc := strings.TrimSpace(out)
+	t.Cleanup(func() { run(t, "dev", "down", "--dir", dir) })
+	code, out, _ = run(t, "dev", "up", "--dir", dir)
+	if code != 0 || strings.TrimSpace(out) != kc {
+		t.Fatalf("second dev up = %d %q, want the same kubeconfig", code, out)
+	}
+	code, out, stderr = run(t, "status", "--kubeconfig", kc)
+	if code != 0 || !strings.Contains(out, "no components") {
+		t.Fatalf("status on a new dev cluster = %d\n%s%s", code, out, stderr)
+	}
+	code, _, stderr = run(t, "dev", "down", "--dir", dir)
+	if code != 0 || !strings.Contains(stderr, "stopped") {
+		t.Fatalf("dev down = %d %s", code, stderr)
+	}
+}

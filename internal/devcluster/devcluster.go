@@ -127,7 +127,7 @@ var ErrNotBuilt = errors.New("control plane binaries are not built")
 // kwok nodes are Ready.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if m := Missing(); len(m) > 0 {
-		return nil, fmt.Errorf("%w: %s missing in %s; run `hack/build-controlplane.sh` or `tend dev up`, which build them once (about 8 min)", ErrNotBuilt, strings.Join(m, ", "), BinDir())
+		return nil, fmt.Errorf("%w: %s missing in %s; run `tend dev up` or hack/test.sh, which build them once (about 8 min)", ErrNotBuilt, strings.Join(m, ", "), BinDir())
 	}
 	if opts.Nodes == 0 {
 		opts.Nodes = 2
@@ -316,29 +316,32 @@ func (c *Cluster) Stop() {
 	c.procs = nil
 }
 
-// StopDetached stops a cluster started with Detach in dir, using its pid files.
-// It reports whether anything was running.
+// StopDetached stops a cluster started with Detach in dir, using its pid
+// files: all components get SIGTERM at once, then SIGKILL after 10 s. It
+// reports whether anything was running.
 func StopDetached(dir string) (bool, error) {
-	stopped := false
-	for i := len(binaries) - 1; i >= 0; i-- {
-		f := filepath.Join(dir, binaries[i]+".pid")
-		b, err := os.ReadFile(f)
+	var pids []int
+	for _, b := range binaries {
+		f := filepath.Join(dir, b+".pid")
+		data, err := os.ReadFile(f)
 		if err != nil {
 			continue
 		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		os.Remove(f)
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 		if err == nil && syscall.Kill(pid, 0) == nil {
 			_ = syscall.Kill(-pid, syscall.SIGTERM)
-			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil {
-				time.Sleep(100 * time.Millisecond)
-			}
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			stopped = true
+			pids = append(pids, pid)
 		}
-		os.Remove(f)
 	}
-	return stopped, nil
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) && syscall.Kill(pid, 0) == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	return len(pids) > 0, nil
 }
 
 // Running reports whether a detached cluster in dir is up and its kubeconfig.
