@@ -28,18 +28,8 @@ func newApply(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if err := g.requireCluster(); err != nil {
-				return err
-			}
-			src, err := g.openSource()
+			src, c, err := g.sourceAndCluster(ctx, true)
 			if err != nil {
-				return err
-			}
-			c, err := g.kubeClient()
-			if err != nil {
-				return err
-			}
-			if err := c.Ping(ctx); err != nil {
 				return err
 			}
 			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Log: g.logger(slog.LevelWarn), Workers: workers, Events: true})

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -8,6 +9,7 @@ import (
 
 	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/source"
 )
 
 type diffResult struct {
@@ -103,6 +105,28 @@ func findComponent(cl *model.Cluster, name string) model.Component {
 }
 
 func isNoCRD(err error) bool { return err != nil && kube.IgnoreNotFound(err) == nil }
+
+// sourceAndCluster opens the source and the cluster client for commands
+// that act on a Cluster; ping checks the API server answers first.
+func (g *globals) sourceAndCluster(ctx context.Context, ping bool) (source.Source, *kube.Client, error) {
+	if err := g.requireCluster(); err != nil {
+		return nil, nil, err
+	}
+	src, err := g.openSource()
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := g.kubeClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	if ping {
+		if err := c.Ping(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	return src, c, nil
+}
 
 func (g *globals) kubeClient() (*kube.Client, error) {
 	cfg, err := kube.RESTConfig(g.kubeconfig)

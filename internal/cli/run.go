@@ -25,14 +25,8 @@ func newRun(g *globals) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if err := g.requireCluster(); err != nil {
-				return err
-			}
-			src, err := g.openSource()
-			if err != nil {
-				return err
-			}
-			c, err := g.kubeClient()
+			// The cluster may be down when the agent starts: it retries.
+			src, c, err := g.sourceAndCluster(ctx, false)
 			if err != nil {
 				return err
 			}
