@@ -115,13 +115,19 @@ unreachable git or cluster).`,
 	pf.StringVar(&g.gitPasswordFile, "git-password-file", "", "file holding the git password or token")
 	pf.StringVar(&g.sshKey, "ssh-key", "", "private key for ssh:// remotes")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file pinning the ssh remote's host key")
-	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g))
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g))
 	return root
 }
 
 // Main runs the CLI and returns the process exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return MainIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// MainIO is Main with an explicit standard input.
+func MainIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := New(stdout, stderr)
+	root.SetIn(stdin)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	return exitCode(root, err, stdout, stderr)
