@@ -20,6 +20,12 @@ fi
 echo ">> control plane (built once into ${TEND_CACHE:-$HOME/.cache/tend})"
 bash internal/devcluster/build-controlplane.sh >/dev/null
 
+CACHE=${TEND_CACHE:-$HOME/.cache/tend}
+if [ ! -x "$CACHE/bin/registry" ]; then
+  echo ">> OCI registry (go-containerregistry cmd/registry)"
+  GOBIN="$CACHE/bin" CGO_ENABLED=0 go install github.com/google/go-containerregistry/cmd/registry@v0.22.1
+fi
+
 echo ">> go vet"
 go vet ./...
 echo ">> go test"
