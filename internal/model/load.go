@@ -18,8 +18,9 @@ import (
 
 // Repo is everything tend found in an ops repository.
 type Repo struct {
-	Root     string
-	Clusters []*Cluster
+	Root          string
+	Clusters      []*Cluster
+	ImagePolicies []*ImagePolicy
 	// Problems are errors and warnings found while loading; Load returns
 	// them as its error too when any is not a warning.
 	Problems Errors
@@ -121,6 +122,18 @@ func (r *Repo) loadFile(file string, data []byte) {
 			}
 			c.Origin = origin
 			r.Clusters = append(r.Clusters, &c)
+		case KindImagePolicy:
+			var p ImagePolicy
+			if errs := decodeStrict(file, n, &p); len(errs) > 0 {
+				r.Problems = append(r.Problems, errs...)
+				continue
+			}
+			p.Origin = origin
+			if err := validatePolicy(&p); err != nil {
+				r.Problems = append(r.Problems, err)
+				continue
+			}
+			r.ImagePolicies = append(r.ImagePolicies, &p)
 		default:
 			r.Problems = append(r.Problems, &Error{Origin: origin, Msg: fmt.Sprintf("unknown kind %q", kind),
 				Hint: "tend.dev/v1alpha1 kinds are: " + strings.Join(KnownKinds, ", ")})

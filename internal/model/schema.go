@@ -21,8 +21,24 @@ func Schema(srcDir string) ([]byte, error) {
 	if err := r.AddGoComments("tend.dev/tend/internal/model", srcDir); err != nil {
 		return nil, err
 	}
-	s := r.Reflect(&Cluster{})
-	s.ID = "https://tend.dev/schema/tend.dev_v1alpha1.json"
-	s.Title = "tend.dev/v1alpha1"
+	cluster := r.Reflect(&Cluster{})
+	policy := r.Reflect(&ImagePolicy{})
+	defs := jsonschema.Definitions{}
+	for k, v := range cluster.Definitions {
+		defs[k] = v
+	}
+	for k, v := range policy.Definitions {
+		defs[k] = v
+	}
+	cluster.Definitions, policy.Definitions = nil, nil
+	cluster.Version, policy.Version = "", ""
+	s := &jsonschema.Schema{
+		Version:     jsonschema.Version,
+		ID:          "https://tend.dev/schema/tend.dev_v1alpha1.json",
+		Title:       "tend.dev/v1alpha1",
+		Description: "The kinds of a tend ops repository; the kind field selects one.",
+		OneOf:       []*jsonschema.Schema{cluster, policy},
+		Definitions: defs,
+	}
 	return json.MarshalIndent(s, "", "  ")
 }

@@ -24,11 +24,12 @@ const (
 
 // Kinds tend knows; a file with apiVersion tend.dev/* and another kind is an error.
 const (
-	KindCluster = "Cluster"
+	KindCluster     = "Cluster"
+	KindImagePolicy = "ImagePolicy"
 )
 
 // KnownKinds lists the kinds this version of tend reads.
-var KnownKinds = []string{KindCluster}
+var KnownKinds = []string{KindCluster, KindImagePolicy}
 
 // ObjectMeta is the part of Kubernetes metadata tend kinds use.
 type ObjectMeta struct {
@@ -171,4 +172,43 @@ func (Duration) JSONSchema() *jsonschema.Schema {
 		Pattern:     `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`,
 		Description: `A duration such as "30s", "2m" or "1h30m".`,
 	}
+}
+
+// ImagePolicy says which tags of an image repository may be deployed;
+// `tend image update` writes the newest allowed tag into the repository.
+type ImagePolicy struct {
+	APIVersion string          `json:"apiVersion" yaml:"apiVersion" jsonschema:"required,enum=tend.dev/v1alpha1"`
+	Kind       string          `json:"kind" yaml:"kind" jsonschema:"required,enum=ImagePolicy"`
+	Metadata   ObjectMeta      `json:"metadata" yaml:"metadata" jsonschema:"required"`
+	Spec       ImagePolicySpec `json:"spec" yaml:"spec" jsonschema:"required"`
+
+	Origin Origin `json:"-" yaml:"-"`
+}
+
+// ImagePolicySpec names the image and the rule.
+type ImagePolicySpec struct {
+	// Image is the repository without a tag, e.g. registry.example.test/shop.
+	Image string `json:"image" yaml:"image" jsonschema:"required"`
+	// Semver allows tags that are versions in a range.
+	Semver *SemverPolicy `json:"semver,omitempty" yaml:"semver,omitempty"`
+	// Pattern allows tags matching a regular expression, ordered by a capture.
+	Pattern *PatternPolicy `json:"pattern,omitempty" yaml:"pattern,omitempty"`
+}
+
+// SemverPolicy picks the highest version in Range.
+type SemverPolicy struct {
+	// Range is a semver constraint such as ">=1.0.0 <2.0.0" or "^1.4".
+	Range string `json:"range" yaml:"range" jsonschema:"required"`
+	// Prereleases allows 1.5.0-rc.1 and the like (default false).
+	Prereleases bool `json:"prereleases,omitempty" yaml:"prereleases,omitempty"`
+}
+
+// PatternPolicy picks, among tags matching Regex, the highest by Extract.
+type PatternPolicy struct {
+	// Regex must match the whole tag; named groups can be used in Extract.
+	Regex string `json:"regex" yaml:"regex" jsonschema:"required"`
+	// Extract is the ordering key, e.g. "$ts" (default: the whole tag).
+	Extract string `json:"extract,omitempty" yaml:"extract,omitempty"`
+	// Order is numerical or alphabetical (default alphabetical), highest wins.
+	Order string `json:"order,omitempty" yaml:"order,omitempty" jsonschema:"enum=numerical,enum=alphabetical"`
 }

@@ -153,3 +153,25 @@ func Order(comps []Component) []string {
 	}
 	return out
 }
+
+func validatePolicy(p *ImagePolicy) *Error {
+	e := func(msg, hint string) *Error {
+		return &Error{Origin: p.Origin, Object: "ImagePolicy/" + p.Metadata.Name, Msg: msg, Hint: hint}
+	}
+	switch {
+	case p.Spec.Image == "":
+		return e("spec.image is required", "name the image repository, e.g. registry.example.test/shop")
+	case strings.Contains(path.Base(p.Spec.Image), ":") || strings.Contains(p.Spec.Image, "@"):
+		return e("spec.image must not carry a tag or digest", "write the repository only; the policy picks the tag")
+	case (p.Spec.Semver == nil) == (p.Spec.Pattern == nil):
+		return e("exactly one of spec.semver and spec.pattern is required", "use semver: {range: \">=1.0.0\"} or pattern: {regex: ...}")
+	case p.Spec.Pattern != nil:
+		if _, err := regexp.Compile(p.Spec.Pattern.Regex); err != nil {
+			return e("spec.pattern.regex: "+err.Error(), "write an RE2 regular expression")
+		}
+		if o := p.Spec.Pattern.Order; o != "" && o != "numerical" && o != "alphabetical" {
+			return e(fmt.Sprintf("spec.pattern.order %q is not numerical or alphabetical", o), "use numerical or alphabetical")
+		}
+	}
+	return nil
+}
