@@ -115,7 +115,7 @@ unreachable git or cluster).`,
 	pf.StringVar(&g.gitPasswordFile, "git-password-file", "", "file holding the git password or token")
 	pf.StringVar(&g.sshKey, "ssh-key", "", "private key for ssh:// remotes")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file pinning the ssh remote's host key")
-	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g))
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g))
 	return root
 }
 

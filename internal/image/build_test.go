@@ -130,3 +130,39 @@ func TestBuildBadInput(t *testing.T) {
 type staticKeychain struct{ a authn.Authenticator }
 
 func (s staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return s.a, nil }
+
+func TestBaseImageAndDockerConfigAuth(t *testing.T) {
+	ctx := context.Background()
+	reg := testenv.NewRegistry(t, "ci", "s3cret")
+	// Credentials from a Docker config file, as `docker login` writes it.
+	cfgDir := t.TempDir()
+	auth := "Y2k6czNjcmV0" // base64("ci:s3cret")
+	os.WriteFile(filepath.Join(cfgDir, "config.json"), []byte(`{"auths":{"`+reg.Host+`":{"auth":"`+auth+`"}}}`), 0o600)
+	t.Setenv("DOCKER_CONFIG", cfgDir)
+
+	baseDir := t.TempDir()
+	os.WriteFile(filepath.Join(baseDir, "etc-release"), []byte("base"), 0o644)
+	base, err := Build(ctx, BuildOptions{Dir: baseDir, Dest: "/etc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Push(ctx, base, reg.Host+"/base:1", authn.DefaultKeychain, true); err != nil {
+		t.Fatalf("push with docker config auth: %v", err)
+	}
+	appDir := t.TempDir()
+	os.WriteFile(filepath.Join(appDir, "app"), []byte("app"), 0o755)
+	res, err := Build(ctx, BuildOptions{Dir: appDir, Dest: "/app", Base: reg.Host + "/base:1", Insecure: true, Keychain: authn.DefaultKeychain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := res.Image.Layers()
+	if len(layers) != 2 {
+		t.Fatalf("image on a base has %d layers, want 2 (base + app)", len(layers))
+	}
+	bl, _ := base.Image.Layers()
+	d0, _ := layers[0].Digest()
+	b0, _ := bl[0].Digest()
+	if d0 != b0 {
+		t.Error("the first layer is not the base's")
+	}
+}
