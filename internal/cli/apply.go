@@ -32,7 +32,11 @@ func newApply(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Log: g.logger(slog.LevelWarn), Workers: workers, Events: true})
+			ids, err := g.identities(ctx, c)
+			if err != nil {
+				return err
+			}
+			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Identities: ids, Log: g.logger(slog.LevelWarn), Workers: workers, Events: true})
 			var mu sync.Mutex
 			if !g.json() {
 				r.OnResult = func(res reconcile.Result) {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
+
+	"tend.dev/tend/internal/kube"
 )
 
 func newBuild(g *globals) *cobra.Command {
@@ -23,9 +25,18 @@ func newBuild(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, objs, err := l.renderCluster(g.cluster)
+			ids, err := g.identities(cmd.Context(), nil)
 			if err != nil {
 				return err
+			}
+			cl, objs, err := l.renderCluster(g.cluster, ids)
+			if err != nil {
+				return err
+			}
+			// Secret values never reach a terminal or a CI log: they show
+			// as <redacted: sha256:…>, so a change stays visible.
+			for n := range objs {
+				objs[n] = kube.RedactObjects(objs[n])
 			}
 			names := make([]string, 0, len(objs))
 			for _, c := range cl.Spec.Components {

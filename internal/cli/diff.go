@@ -34,15 +34,19 @@ func newDiff(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl, objs, err := l.renderCluster(g.cluster)
-			if err != nil {
-				return err
-			}
 			c, err := g.kubeClient()
 			if err != nil {
 				return err
 			}
 			if err := c.Ping(ctx); err != nil {
+				return err
+			}
+			ids, err := g.identities(ctx, c)
+			if err != nil {
+				return err
+			}
+			cl, objs, err := l.renderCluster(g.cluster, ids)
+			if err != nil {
 				return err
 			}
 			a := &kube.Applier{C: c, Live: kube.Direct{C: c}}

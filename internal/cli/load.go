@@ -7,6 +7,7 @@ import (
 
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/render"
+	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/source"
 )
 
@@ -15,6 +16,9 @@ type loaded struct {
 	rev  source.Revision
 	dir  string
 	repo *model.Repo
+	// opaqueSecrets reads SOPS files without decrypting them: validate
+	// checks their structure where no identity is at hand, as in CI.
+	opaqueSecrets bool
 }
 
 func (g *globals) load(ctx context.Context) (*loaded, error) {
@@ -39,7 +43,7 @@ func (g *globals) load(ctx context.Context) (*loaded, error) {
 
 // renderCluster renders every component of the selected cluster and
 // returns all problems together.
-func (l *loaded) renderCluster(name string) (*model.Cluster, map[string][]render.Object, error) {
+func (l *loaded) renderCluster(name string, ids *secret.Identities) (*model.Cluster, map[string][]render.Object, error) {
 	cl, err := l.repo.Cluster(name)
 	if err != nil {
 		if l.repo.Problems.Err() != nil {
@@ -53,7 +57,12 @@ func (l *loaded) renderCluster(name string) (*model.Cluster, map[string][]render
 	out := map[string][]render.Object{}
 	var problems model.Errors
 	for _, c := range cl.Spec.Components {
-		objs, err := render.Component(l.dir, c, cl.Vars(c))
+		objs, err := render.Component(l.dir, c, cl.Vars(c), func(file string, data []byte) ([]byte, error) {
+			if l.opaqueSecrets {
+				return data, nil
+			}
+			return secret.Decrypt(file, data, ids)
+		})
 		if err != nil {
 			var es model.Errors
 			var e *model.Error

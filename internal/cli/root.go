@@ -8,13 +8,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"log/slog"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/source"
 	_ "tend.dev/tend/internal/source/gogit" // git remotes
 )
@@ -29,6 +32,7 @@ type globals struct {
 	logLevel                            string
 	gitUsername, gitPasswordFile        string
 	sshKey, knownHosts                  string
+	ageIdentity                         string
 	stdout, stderr                      io.Writer
 }
 
@@ -60,6 +64,40 @@ func (g *globals) sourceOptions() (source.Options, error) {
 	}
 	return o, nil
 }
+
+// identities gathers the age identities: --age-identity, TEND_AGE_KEY and,
+// when a cluster client is given, the Secret tend-system/sops-age.
+func (g *globals) identities(ctx context.Context, c *kube.Client) (*secret.Identities, error) {
+	ids := &secret.Identities{}
+	if g.ageIdentity != "" {
+		warn, err := ids.LoadFile(g.ageIdentity)
+		if warn != "" {
+			fmt.Fprintf(g.stderr, "warning: %s\n", warn)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if k := os.Getenv("TEND_AGE_KEY"); k != "" {
+		if err := ids.Add("TEND_AGE_KEY", []byte(k)); err != nil {
+			return nil, err
+		}
+	}
+	if c != nil {
+		s, err := c.Typed.CoreV1().Secrets(kube.Namespace).Get(ctx, AgeSecretName, metav1.GetOptions{})
+		if err == nil {
+			for k, v := range s.Data {
+				if err := ids.Add("Secret "+kube.Namespace+"/"+AgeSecretName+" key "+k, v); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return ids, nil
+}
+
+// AgeSecretName is the Secret in tend-system holding the agent's age identity.
+const AgeSecretName = "sops-age"
 
 func (g *globals) openSource() (source.Source, error) {
 	if g.repo == "" {
@@ -115,7 +153,8 @@ unreachable git or cluster).`,
 	pf.StringVar(&g.gitPasswordFile, "git-password-file", "", "file holding the git password or token")
 	pf.StringVar(&g.sshKey, "ssh-key", "", "private key for ssh:// remotes")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file pinning the ssh remote's host key")
-	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g))
+	pf.StringVar(&g.ageIdentity, "age-identity", "", "age identity file for SOPS-encrypted files (also TEND_AGE_KEY, and the Secret tend-system/sops-age in the cluster)")
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g))
 	return root
 }
 

@@ -51,7 +51,11 @@ func newRun(g *globals) *cobra.Command {
 				go func() { <-ctx.Done(); _ = srv.Close() }()
 				log.Info("serving metrics", "addr", ln.Addr().String())
 			}
-			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Log: log, Metrics: m, Workers: workers, Events: true})
+			ids, err := g.identities(ctx, c)
+			if err != nil {
+				return err
+			}
+			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Identities: ids, Log: log, Metrics: m, Workers: workers, Events: true})
 			log.Info("running", "repo", src.URL(), "cluster", g.cluster)
 			return r.Run(ctx)
 		},

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/secret"
 )
 
 type validateResult struct {
@@ -24,7 +25,8 @@ type validatedCluster struct {
 }
 
 func newValidate(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var strict bool
+	cmd := &cobra.Command{
 		Use:   "validate",
 		Short: "Check the repository: schema, references, cycles and rendering, with file:line and a hint for each problem",
 		Example: `  tend validate --repo ./ops
@@ -35,12 +37,25 @@ func newValidate(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			ids, err := g.identities(cmd.Context(), nil)
+			if err != nil {
+				return err
+			}
+			l.opaqueSecrets = ids.Len() == 0
 			res := validateResult{Revision: l.rev.String(), Problems: append(model.Errors{}, l.repo.Problems...)}
+			files, err := secret.RepoFiles(l.dir)
+			if err != nil {
+				return err
+			}
+			for _, w := range secret.PlainSecrets(l.dir, files) {
+				w.Warning = !strict
+				res.Problems = append(res.Problems, w)
+			}
 			for _, cl := range l.repo.Clusters {
 				if g.cluster != "" && cl.Metadata.Name != g.cluster {
 					continue
 				}
-				_, objs, err := l.renderCluster(cl.Metadata.Name)
+				_, objs, err := l.renderCluster(cl.Metadata.Name, ids)
 				var es model.Errors
 				if errors.As(err, &es) {
 					res.Problems = appendNew(res.Problems, es...)
@@ -83,6 +98,8 @@ func newValidate(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&strict, "strict", false, "treat warnings (such as a Secret committed unencrypted) as errors")
+	return cmd
 }
 
 // appendNew skips problems already listed (a file shared by two clusters).

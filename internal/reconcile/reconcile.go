@@ -27,6 +27,7 @@ import (
 	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/render"
+	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/source"
 )
 
@@ -51,6 +52,9 @@ type Options struct {
 	Workers int
 	// Events are recorded on the Component objects unless set to false.
 	Events bool
+	// Identities decrypt SOPS files in memory; with none, a component with
+	// an encrypted file fails and names the file and its recipients.
+	Identities *secret.Identities
 }
 
 // Reconciler reconciles one Cluster.
@@ -146,7 +150,7 @@ func (r *Reconciler) load(ctx context.Context, rev source.Revision) (*state, err
 	st := &state{rev: rev, cluster: cl, objects: map[string][]render.Object{}, errs: map[string]error{}, byName: map[string]model.Component{}}
 	for _, c := range cl.Spec.Components {
 		st.byName[c.Name] = c
-		objs, err := render.Component(dir, c, cl.Vars(c))
+		objs, err := render.Component(dir, c, cl.Vars(c), r.decrypter())
 		if err != nil {
 			st.errs[c.Name] = err
 			continue
@@ -154,6 +158,14 @@ func (r *Reconciler) load(ctx context.Context, rev source.Revision) (*state, err
 		st.objects[c.Name] = objs
 	}
 	return st, nil
+}
+
+func (r *Reconciler) decrypter() render.Decrypter {
+	ids := r.opts.Identities
+	if ids == nil {
+		ids = &secret.Identities{}
+	}
+	return func(file string, data []byte) ([]byte, error) { return secret.Decrypt(file, data, ids) }
 }
 
 // prime reads the Component objects of the cluster, with their inventories.

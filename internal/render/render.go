@@ -21,6 +21,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/secret"
 )
 
 // Object is a rendered object and where it came from.
@@ -39,8 +40,14 @@ func (o Object) ID() string {
 
 var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
 
+// Decrypter decrypts a SOPS-encrypted file in memory; file is relative to
+// the repository root. It must fail rather than return partial data.
+type Decrypter func(file string, data []byte) ([]byte, error)
+
 // Component renders the component c of a repository checked out at root.
-func Component(root string, c model.Component, vars map[string]string) ([]Object, error) {
+// Encrypted files are decrypted with dec in memory; with dec nil they are
+// an error, so ciphertext is never applied as data.
+func Component(root string, c model.Component, vars map[string]string, dec Decrypter) ([]Object, error) {
 	dir := filepath.Join(root, filepath.FromSlash(c.Path))
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
@@ -50,21 +57,21 @@ func Component(root string, c model.Component, vars map[string]string) ([]Object
 	var objs []Object
 	for _, k := range kustomizationFiles {
 		if _, err := os.Stat(filepath.Join(dir, k)); err == nil {
-			objs, err = kustomize(root, dir, filepath.ToSlash(filepath.Join(c.Path, k)), vars)
+			objs, err = kustomize(root, dir, filepath.ToSlash(filepath.Join(c.Path, k)), vars, dec)
 			if err != nil {
 				return nil, err
 			}
 			return objs, checkObjects(objs)
 		}
 	}
-	objs, err = plain(root, dir, vars)
+	objs, err = plain(root, dir, vars, dec)
 	if err != nil {
 		return nil, err
 	}
 	return objs, checkObjects(objs)
 }
 
-func plain(root, dir string, vars map[string]string) ([]Object, error) {
+func plain(root, dir string, vars map[string]string, dec Decrypter) ([]Object, error) {
 	var files []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -95,6 +102,10 @@ func plain(root, dir string, vars map[string]string) ([]Object, error) {
 		}
 		rel, _ := filepath.Rel(root, f)
 		rel = filepath.ToSlash(rel)
+		if data, err = decrypt(rel, data, dec); err != nil {
+			errs = append(errs, asErrors(err)...)
+			continue
+		}
 		data, serrs := Substitute(rel, data, vars)
 		if len(serrs) > 0 {
 			errs = append(errs, serrs...)
@@ -117,9 +128,13 @@ func plain(root, dir string, vars map[string]string) ([]Object, error) {
 	return objs, nil
 }
 
-func kustomize(root, dir, kfile string, vars map[string]string) ([]Object, error) {
+func kustomize(root, dir, kfile string, vars map[string]string, dec Decrypter) ([]Object, error) {
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	fsys, err := kustomizeFS(root, dec)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := k.Run(fsys, dir)
 	if err != nil {
 		return nil, &model.Error{Origin: model.Origin{File: kfile}, Msg: "kustomize build: " + strings.ReplaceAll(err.Error(), root+"/", ""),
 			Hint: "check the files and bases the kustomization lists; `tend build` shows the rendered output once it builds"}
@@ -228,4 +243,92 @@ func checkObjects(objs []Object) error {
 		return errs
 	}
 	return nil
+}
+
+func decrypt(file string, data []byte, dec Decrypter) ([]byte, error) {
+	if !secret.IsEncrypted(data) {
+		return data, nil
+	}
+	if dec == nil {
+		return nil, &model.Error{Origin: model.Origin{File: file}, Msg: "SOPS-encrypted file, and tend has no age identity",
+			Hint: "pass --age-identity FILE or set TEND_AGE_KEY; tend never applies ciphertext as data"}
+	}
+	return dec(file, data)
+}
+
+func asErrors(err error) model.Errors {
+	var es model.Errors
+	var e *model.Error
+	switch {
+	case errors.As(err, &es):
+		return es
+	case errors.As(err, &e):
+		return model.Errors{e}
+	}
+	return model.Errors{{Msg: err.Error()}}
+}
+
+// kustomizeFS is the disk, or, when the repository holds SOPS files, an
+// in-memory copy of it with those files decrypted: kustomize reads them
+// decrypted and the plaintext never touches the disk.
+func kustomizeFS(root string, dec Decrypter) (filesys.FileSystem, error) {
+	var encrypted []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != root && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if ext := filepath.Ext(p); ext == ".yaml" || ext == ".yml" {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if secret.IsEncrypted(data) {
+				encrypted = append(encrypted, p)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(encrypted) == 0 {
+		return filesys.MakeFsOnDisk(), err
+	}
+	mem := filesys.MakeFsInMemory()
+	var errs model.Errors
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != root && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return mem.MkdirAll(p)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		data, err = decrypt(filepath.ToSlash(rel), data, dec)
+		if err != nil {
+			errs = append(errs, asErrors(err)...)
+			return nil
+		}
+		return mem.WriteFile(p, data)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return mem, nil
 }

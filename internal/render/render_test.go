@@ -64,7 +64,7 @@ func TestComponent(t *testing.T) {
 		}
 		return out
 	}
-	objs, err := Component(dir, model.Component{Name: "p", Path: "plain"}, vars)
+	objs, err := Component(dir, model.Component{Name: "p", Path: "plain"}, vars, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,20 +74,20 @@ func TestComponent(t *testing.T) {
 	if v, _, _ := unstructuredString(objs[0].Object, "data", "c"); v != "dev" {
 		t.Errorf("substitution: %q", v)
 	}
-	objs, err = Component(dir, model.Component{Name: "k", Path: "kust"}, vars)
+	objs, err = Component(dir, model.Component{Name: "k", Path: "kust"}, vars, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if objs[0].GetName() != "p-k" || objs[0].Origin.File != "kust/kustomization.yaml" {
 		t.Errorf("kustomize: %v", names(objs))
 	}
-	if _, err := Component(dir, model.Component{Name: "d", Path: "dup"}, vars); err == nil || !strings.Contains(err.Error(), "dup/a.yaml:5: ConfigMap/a: defined twice") {
+	if _, err := Component(dir, model.Component{Name: "d", Path: "dup"}, vars, nil); err == nil || !strings.Contains(err.Error(), "dup/a.yaml:5: ConfigMap/a: defined twice") {
 		t.Errorf("duplicate: %v", err)
 	}
-	if _, err := Component(dir, model.Component{Name: "n", Path: "noname"}, vars); err == nil || !strings.Contains(err.Error(), "metadata.name is missing") {
+	if _, err := Component(dir, model.Component{Name: "n", Path: "noname"}, vars, nil); err == nil || !strings.Contains(err.Error(), "metadata.name is missing") {
 		t.Errorf("no name: %v", err)
 	}
-	if _, err := Component(dir, model.Component{Name: "m", Path: "missing"}, vars); err == nil || model.HintOf(err) == "" {
+	if _, err := Component(dir, model.Component{Name: "m", Path: "missing"}, vars, nil); err == nil || model.HintOf(err) == "" {
 		t.Errorf("missing dir: %v", err)
 	}
 }
