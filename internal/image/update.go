@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -185,16 +184,7 @@ func ListTags(ctx context.Context, image string, kc authn.Keychain, insecure boo
 
 func rewriteTree(dir string, sel Selected) ([]Change, error) {
 	var all []Change
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if p != dir && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+	err := model.WalkRepo(dir, func(p, rel string) error {
 		if ext := filepath.Ext(p); ext != ".yaml" && ext != ".yml" {
 			return nil
 		}
@@ -202,8 +192,7 @@ func rewriteTree(dir string, sel Selected) ([]Change, error) {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, p)
-		out, changes := Rewrite(filepath.ToSlash(rel), data, sel)
+		out, changes := Rewrite(rel, data, sel)
 		if len(changes) == 0 {
 			return nil
 		}

@@ -48,16 +48,7 @@ func (r *Repo) Cluster(name string) (*Cluster, error) {
 // loaded cleanly even when err is not nil.
 func Load(root string) (*Repo, error) {
 	r := &Repo{Root: root}
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if path != root && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+	err := WalkRepo(root, func(path, rel string) error {
 		ext := filepath.Ext(path)
 		if ext != ".yaml" && ext != ".yml" {
 			return nil
@@ -66,8 +57,7 @@ func Load(root string) (*Repo, error) {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(root, path)
-		r.loadFile(filepath.ToSlash(rel), data)
+		r.loadFile(rel, data)
 		return nil
 	})
 	if err != nil {
@@ -291,4 +281,26 @@ func distance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// WalkRepo calls fn for every regular file under root, in lexical order,
+// skipping hidden directories (.git and the like), with its path relative
+// to root in slash form. Every reader of an ops repository walks it this way.
+func WalkRepo(root string, fn func(path, rel string) error) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != root && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		return fn(p, filepath.ToSlash(rel))
+	})
 }

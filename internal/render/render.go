@@ -273,16 +273,7 @@ func asErrors(err error) model.Errors {
 // decrypted and the plaintext never touches the disk.
 func kustomizeFS(root string, dec Decrypter) (filesys.FileSystem, error) {
 	var encrypted []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if p != root && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
+	err := model.WalkRepo(root, func(p, _ string) error {
 		if ext := filepath.Ext(p); ext == ".yaml" || ext == ".yml" {
 			data, err := os.ReadFile(p)
 			if err != nil {

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -68,17 +66,7 @@ func PlainSecrets(root string, files []string) model.Errors {
 // RepoFiles lists the YAML files of a repository, relative to root.
 func RepoFiles(root string) ([]string, error) {
 	var files []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if p != root && strings.HasPrefix(d.Name(), ".") {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		rel, _ := filepath.Rel(root, p)
+	err := model.WalkRepo(root, func(_, rel string) error {
 		files = append(files, rel)
 		return nil
 	})
