@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,16 +14,31 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/reconcile"
+	"tend.dev/tend/internal/source"
 )
 
-func newRun(g *globals) *cobra.Command {
+func newRun(g *globals) *cobra.Command { return newRunner(g, false) }
+
+func newAgent(g *globals) *cobra.Command { return newRunner(g, true) }
+
+// newRunner builds `tend run` (one process) and `tend agent` (the in-cluster
+// form: leader election among replicas, and a webhook receiver).
+func newRunner(g *globals, agent bool) *cobra.Command {
 	var workers int
-	var metricsAddr string
+	var metricsAddr, webhookAddr, webhookSecretFile string
+	var leaderElect bool
+	use, short, example := "run", "Keep the cluster equal to git: follow the source at the Cluster's interval and correct drift through watches",
+		`  tend run --repo https://git.example.com/ops.git --cluster prod --metrics-addr :9797`
+	if agent {
+		use, short, example = "agent", "Run inside the cluster: tend run with leader election among replicas and a webhook receiver for pushes",
+			`  TEND_WEBHOOK_SECRET=… tend agent --repo https://git.example.com/ops.git --cluster prod --webhook-addr :9292 --metrics-addr :9797`
+	}
 	cmd := &cobra.Command{
-		Use:     "run",
-		Short:   "Keep the cluster equal to git: follow the source at the Cluster's interval and correct drift through watches",
-		Example: `  tend run --repo https://git.example.com/ops.git --cluster prod --metrics-addr :9797`,
+		Use:     use,
+		Short:   short,
+		Example: example,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -56,11 +73,44 @@ func newRun(g *globals) *cobra.Command {
 				return err
 			}
 			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Identities: ids, Log: log, Metrics: m, Workers: workers, Events: true})
+			if webhookAddr != "" {
+				secret := []byte(os.Getenv("TEND_WEBHOOK_SECRET"))
+				if webhookSecretFile != "" {
+					b, err := os.ReadFile(webhookSecretFile)
+					if err != nil {
+						return err
+					}
+					secret = []byte(strings.TrimSpace(string(b)))
+				}
+				if len(secret) == 0 {
+					return model.WithHint(errors.New("--webhook-addr needs a secret"), "set TEND_WEBHOOK_SECRET or --webhook-secret-file; tend refuses unauthenticated triggers")
+				}
+				ln, err := net.Listen("tcp", webhookAddr)
+				if err != nil {
+					return err
+				}
+				hook := &source.Webhook{Secret: secret, Trigger: func(sender string) {
+					log.Info("webhook: fetching now", "sender", sender)
+					r.Trigger()
+				}}
+				srv := &http.Server{Handler: hook, ReadHeaderTimeout: 10 * time.Second}
+				go func() { _ = srv.Serve(ln) }()
+				go func() { <-ctx.Done(); _ = srv.Close() }()
+				log.Info("webhook receiver", "addr", ln.Addr().String())
+			}
 			log.Info("running", "repo", src.URL(), "cluster", g.cluster)
+			if agent && leaderElect {
+				return r.RunLeaderElected(ctx, reconcile.LeaderOptions{})
+			}
 			return r.Run(ctx)
 		},
 	}
 	cmd.Flags().IntVar(&workers, "workers", 8, "components reconciled at once")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "address to serve Prometheus metrics and /healthz on, e.g. :9797 (off when empty)")
+	cmd.Flags().StringVar(&webhookAddr, "webhook-addr", "", "address for the push webhook receiver (GitHub, GitLab, Gitea, generic), e.g. :9292")
+	cmd.Flags().StringVar(&webhookSecretFile, "webhook-secret-file", "", "file with the webhook secret (or TEND_WEBHOOK_SECRET)")
+	if agent {
+		cmd.Flags().BoolVar(&leaderElect, "leader-elect", true, "elect one writer among replicas through a Lease in tend-system")
+	}
 	return cmd
 }
