@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/notify"
 	"tend.dev/tend/internal/reconcile"
 	"tend.dev/tend/internal/source"
 )
@@ -29,6 +30,7 @@ func newRunner(g *globals, agent bool) *cobra.Command {
 	var workers int
 	var metricsAddr, webhookAddr, webhookSecretFile string
 	var leaderElect bool
+	var notifyURLs, slackURLs []string
 	use, short, example := "run", "Keep the cluster equal to git: follow the source at the Cluster's interval and correct drift through watches",
 		`  tend run --repo https://git.example.com/ops.git --cluster prod --metrics-addr :9797`
 	if agent {
@@ -72,7 +74,15 @@ func newRunner(g *globals, agent bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Identities: ids, Log: log, Metrics: m, Workers: workers, Events: true})
+			n := &notify.Notifier{}
+			for _, u := range notifyURLs {
+				n.Targets = append(n.Targets, notify.Target{URL: u})
+			}
+			for _, u := range slackURLs {
+				n.Targets = append(n.Targets, notify.Target{URL: u, Slack: true})
+			}
+			n.Start(ctx)
+			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Identities: ids, Notifier: n, Log: log, Metrics: m, Workers: workers, Events: true})
 			if webhookAddr != "" {
 				secret := []byte(os.Getenv("TEND_WEBHOOK_SECRET"))
 				if webhookSecretFile != "" {
@@ -109,6 +119,8 @@ func newRunner(g *globals, agent bool) *cobra.Command {
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "address to serve Prometheus metrics and /healthz on, e.g. :9797 (off when empty)")
 	cmd.Flags().StringVar(&webhookAddr, "webhook-addr", "", "address for the push webhook receiver (GitHub, GitLab, Gitea, generic), e.g. :9292")
 	cmd.Flags().StringVar(&webhookSecretFile, "webhook-secret-file", "", "file with the webhook secret (or TEND_WEBHOOK_SECRET)")
+	cmd.Flags().StringSliceVar(&notifyURLs, "notify-url", nil, "POST every outcome (applied, failed, drift, pruned) as JSON to this URL; repeatable")
+	cmd.Flags().StringSliceVar(&slackURLs, "notify-slack-url", nil, "post outcomes to this Slack-compatible incoming webhook; repeatable")
 	if agent {
 		cmd.Flags().BoolVar(&leaderElect, "leader-elect", true, "elect one writer among replicas through a Lease in tend-system")
 	}

@@ -26,6 +26,7 @@ import (
 
 	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/notify"
 	"tend.dev/tend/internal/render"
 	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/source"
@@ -52,6 +53,9 @@ type Options struct {
 	Workers int
 	// Events are recorded on the Component objects unless set to false.
 	Events bool
+	// Notifier, when set, receives every outcome that changed something or
+	// failed; it never blocks reconciliation.
+	Notifier *notify.Notifier
 	// Identities decrypt SOPS files in memory; with none, a component with
 	// an encrypted file fails and names the file and its recipients.
 	Identities *secret.Identities
@@ -322,7 +326,9 @@ func (r *Reconciler) report(res Result, prior kube.ComponentStatus) {
 	if res.Changes != nil {
 		for _, c := range res.Changes.Drifted() {
 			log.Info("drift corrected", "object", c.Object, "manager", c.Manager, "reason", c.Reason)
-			r.event(res.Component, corev1.EventTypeWarning, "DriftCorrected", fmt.Sprintf("%s was %s by %q; reverted to git", c.Object, verbFor(c.Manager), c.Manager))
+			msg := fmt.Sprintf("%s was %s by %q; reverted to git", c.Object, verbFor(c.Manager), c.Manager)
+			r.event(res.Component, corev1.EventTypeWarning, "DriftCorrected", msg)
+			r.notify(res, "drift", msg)
 			if r.opts.Metrics != nil {
 				r.opts.Metrics.Drift.WithLabelValues(r.opts.Cluster, res.Component, c.ID.GroupKind.Kind).Inc()
 			}
@@ -331,11 +337,15 @@ func (r *Reconciler) report(res Result, prior kube.ComponentStatus) {
 		if created+configured > 0 {
 			outcome = "applied"
 			log.Info("applied", "created", created, "configured", configured, "unchanged", res.Changes.Count(kube.Unchanged))
-			r.event(res.Component, corev1.EventTypeNormal, "Applied", fmt.Sprintf("revision %s: %d created, %d configured", res.Revision, created, configured))
+			msg := fmt.Sprintf("revision %s: %d created, %d configured", res.Revision, created, configured)
+			r.event(res.Component, corev1.EventTypeNormal, "Applied", msg)
+			r.notify(res, "applied", msg)
 		}
 		if deleted > 0 {
 			log.Info("pruned", "deleted", deleted)
-			r.event(res.Component, corev1.EventTypeNormal, "Pruned", fmt.Sprintf("%d objects removed from git deleted", deleted))
+			msg := fmt.Sprintf("%d objects removed from git deleted", deleted)
+			r.event(res.Component, corev1.EventTypeNormal, "Pruned", msg)
+			r.notify(res, "pruned", msg)
 		}
 	}
 	switch {
@@ -344,6 +354,7 @@ func (r *Reconciler) report(res Result, prior kube.ComponentStatus) {
 		log.Error("reconcile failed", "reason", res.Reason, "err", res.Err, "hint", res.Hint)
 		if prior.LastError != res.Message {
 			r.event(res.Component, corev1.EventTypeWarning, res.Reason, truncate(res.Message, 1024))
+			r.notify(res, "failed", res.Reason+": "+truncate(res.Message, 1024))
 		}
 	case res.Reason == ReasonDependencyNotReady:
 		outcome = "blocked"
@@ -357,6 +368,10 @@ func (r *Reconciler) report(res Result, prior kube.ComponentStatus) {
 			m.Revision.WithLabelValues(r.opts.Cluster, res.Component, res.Revision).Set(1)
 		}
 	}
+}
+
+func (r *Reconciler) notify(res Result, outcome, msg string) {
+	r.opts.Notifier.Notify(notify.Event{Cluster: r.opts.Cluster, Component: res.Component, Revision: res.Revision, Outcome: outcome, Message: msg})
 }
 
 func verbFor(manager string) string {

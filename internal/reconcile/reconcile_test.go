@@ -2,8 +2,10 @@ package reconcile_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"tend.dev/tend/internal/kube"
+	"tend.dev/tend/internal/notify"
 	"tend.dev/tend/internal/reconcile"
 	"tend.dev/tend/internal/source"
 	_ "tend.dev/tend/internal/source/gogit"
@@ -227,9 +230,18 @@ func TestRunDriftAndNewRevision(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	m := reconcile.NewMetrics(reg)
-	r := reconcile.New(reconcile.Options{Source: src, Cluster: "e2", Kube: c, Metrics: m, Events: true})
+	notified := make(chan string, 100)
+	hook := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, req *http.Request) {
+		var e notify.Event
+		_ = json.NewDecoder(req.Body).Decode(&e)
+		notified <- e.Outcome + " " + e.Message
+	}))
+	defer hook.Close()
+	n := &notify.Notifier{Targets: []notify.Target{{URL: hook.URL}}}
+	r := reconcile.New(reconcile.Options{Source: src, Cluster: "e2", Kube: c, Metrics: m, Events: true, Notifier: n})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	n.Start(ctx)
 	go r.Run(ctx)
 
 	cms := c.Typed.CoreV1().ConfigMaps("e2-app")
@@ -251,6 +263,18 @@ func TestRunDriftAndNewRevision(t *testing.T) {
 		t.Logf("reverted in %s", time.Since(t0))
 		eventually(t, 5*time.Second, "drift metric", func() bool {
 			return testutil.ToFloat64(m.Drift.WithLabelValues("e2", "app-e2", "ConfigMap")) >= 1
+		})
+		eventually(t, 5*time.Second, "drift notification", func() bool {
+			for {
+				select {
+				case s := <-notified:
+					if strings.HasPrefix(s, "drift ") && strings.Contains(s, "kubectl-edit") {
+						return true
+					}
+				default:
+					return false
+				}
+			}
 		})
 		eventually(t, 5*time.Second, "DriftCorrected event", func() bool {
 			evs, _ := c.Typed.CoreV1().Events(kube.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=DriftCorrected"})
