@@ -118,6 +118,56 @@ type Cluster struct {
 	Server     string
 	Config     *rest.Config
 	procs      []*exec.Cmd
+	byName     map[string]*exec.Cmd
+	args       map[string][]string
+	detach     bool
+}
+
+// start runs one component in the background, logging to Dir/log.
+func (c *Cluster) start(name string, args ...string) error {
+	lf, err := os.OpenFile(filepath.Join(c.Dir, "log", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(BinDir(), name), args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !c.detach {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	lf.Close()
+	c.procs = append(c.procs, cmd)
+	c.byName[name], c.args[name] = cmd, args
+	if c.detach {
+		return os.WriteFile(filepath.Join(c.Dir, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
+	}
+	go cmd.Wait() //nolint:errcheck // reaped so it does not linger as a zombie
+	return nil
+}
+
+// StopAPIServer kills the kube-apiserver alone, as an outage would; the
+// other components keep running. Tests use it to prove recovery.
+func (c *Cluster) StopAPIServer() {
+	if p := c.byName["kube-apiserver"]; p != nil && p.Process != nil {
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+// StartAPIServer starts the kube-apiserver again with the same flags and
+// waits until it is ready.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	if err := c.start("kube-apiserver", c.args["kube-apiserver"]...); err != nil {
+		return err
+	}
+	rt, err := rest.TransportFor(c.Config)
+	if err != nil {
+		return err
+	}
+	return waitHTTP(ctx, c.Server+"/readyz", &http.Client{Transport: rt, Timeout: 2 * time.Second}, 120*time.Second)
 }
 
 // ErrNotBuilt says the binaries are missing.
@@ -155,30 +205,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			c.Stop()
 		}
 	}()
-	bin := func(n string) string { return filepath.Join(BinDir(), n) }
-	start := func(name string, args ...string) error {
-		lf, err := os.OpenFile(filepath.Join(opts.Dir, "log", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command(bin(name), args...)
-		cmd.Stdout, cmd.Stderr = lf, lf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if !opts.Detach {
-			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-		}
-		if err := cmd.Start(); err != nil {
-			lf.Close()
-			return fmt.Errorf("start %s: %w", name, err)
-		}
-		lf.Close()
-		c.procs = append(c.procs, cmd)
-		if opts.Detach {
-			return os.WriteFile(filepath.Join(opts.Dir, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600)
-		}
-		go cmd.Wait() //nolint:errcheck // reaped so it does not linger as a zombie
-		return nil
-	}
+	c.detach = opts.Detach
+	c.args = map[string][]string{}
+	c.byName = map[string]*exec.Cmd{}
+	start := c.start
 	t0 := time.Now()
 	step := func(format string, a ...any) {
 		fmt.Fprintf(logw, "  %-40s %5.1fs\n", fmt.Sprintf(format, a...), time.Since(t0).Seconds())
