@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -62,4 +63,65 @@ func TestLeaderElection(t *testing.T) {
 		cm, err := cms.Get(ctx, "cfg", metav1.GetOptions{})
 		return err == nil && cm.Data["k"] == "git" && !strings.Contains(cm.Data["k"], "edited")
 	})
+}
+
+// TestLeaderKilledMidApply: the leader dies while applying 1,000 objects
+// (after 50, before its status write); the standby takes over and finishes.
+// Server-side apply under one field manager makes the repeated writes
+// harmless: every object ends with one tend field set and the git values.
+func TestLeaderKilledMidApply(t *testing.T) {
+	c, _ := client(t)
+	dir := t.TempDir()
+	files := map[string]string{
+		"c.yaml":    "apiVersion: tend.dev/v1alpha1\nkind: Cluster\nmetadata: {name: mid}\nspec:\n  interval: 1h\n  components:\n  - {name: mid-ns, path: ns}\n  - {name: mid-app, path: app, namespace: mid, dependsOn: [mid-ns]}\n",
+		"ns/a.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: mid}\n",
+	}
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm%04d}\ndata: {i: \"%d\"}\n", i, i)
+	}
+	files["app/all.yaml"] = b.String()
+	writeRepo(t, dir, files)
+	src, _ := source.NewDir(dir)
+	leaderCtx, kill := context.WithCancel(context.Background())
+	a := reconcile.New(reconcile.Options{Source: src, Cluster: "mid", Kube: c})
+	go a.RunLeaderElected(leaderCtx, reconcile.LeaderOptions{Identity: "a", KeepOnExit: true})
+	time.Sleep(300 * time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go reconcile.New(reconcile.Options{Source: src, Cluster: "mid", Kube: c}).RunLeaderElected(ctx, reconcile.LeaderOptions{Identity: "b"})
+
+	count := func() int {
+		l, err := c.Typed.CoreV1().ConfigMaps("mid").List(ctx, metav1.ListOptions{LabelSelector: "tend.dev/component=mid-app"})
+		if err != nil {
+			return 0
+		}
+		return len(l.Items)
+	}
+	eventually(t, 60*time.Second, "leader a mid-apply", func() bool { return count() >= 50 })
+	kill()
+	if n := count(); n >= 1000 {
+		t.Fatalf("the apply finished (%d objects) before the leader was killed; the test did not kill it mid-apply", n)
+	}
+	eventually(t, 60*time.Second, "standby b finished the apply", func() bool {
+		comp, ok, _ := c.GetComponent(ctx, "mid-app")
+		return ok && comp.Status.Ready() != nil && comp.Status.Ready().Status == "True" && comp.Status.InventoryCount == 1000
+	})
+	l, _ := c.Typed.CoreV1().ConfigMaps("mid").List(ctx, metav1.ListOptions{LabelSelector: "tend.dev/component=mid-app"})
+	if len(l.Items) != 1000 {
+		t.Fatalf("%d objects, want 1000", len(l.Items))
+	}
+	for _, cm := range l.Items {
+		managers := 0
+		for _, mf := range cm.ManagedFields {
+			if mf.Manager == "tend" {
+				managers++
+			}
+		}
+		var i int
+		fmt.Sscanf(cm.Name, "cm%04d", &i)
+		if managers != 1 || cm.Data["i"] != fmt.Sprint(i) {
+			t.Fatalf("%s: %d tend field sets, data %v", cm.Name, managers, cm.Data)
+		}
+	}
 }
