@@ -154,7 +154,7 @@ unreachable git or cluster).`,
 	pf.StringVar(&g.sshKey, "ssh-key", "", "private key for ssh:// remotes")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file pinning the ssh remote's host key")
 	pf.StringVar(&g.ageIdentity, "age-identity", "", "age identity file for SOPS-encrypted files (also TEND_AGE_KEY, and the Secret tend-system/sops-age in the cluster)")
-	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g))
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g))
 	return root
 }
 

@@ -129,12 +129,15 @@ spec:
                     f: {type: string}
 `
 
-// CRD returns the Component CustomResourceDefinition.
+// CRD returns the Component CustomResourceDefinition, annotated with the
+// hash EnsureSetup compares, so that the copy in tend's own component and
+// the one EnsureSetup installs are identical and never undo each other.
 func CRD() *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	if err := yaml.Unmarshal([]byte(crdYAML), &u.Object); err != nil {
 		panic(err)
 	}
+	u.SetAnnotations(map[string]string{"tend.dev/crd-hash": crdHash})
 	return u
 }
 
@@ -153,7 +156,6 @@ func (c *Client) EnsureSetup(ctx context.Context) error {
 	}
 	if err != nil || live.GetAnnotations()["tend.dev/crd-hash"] != crdHash {
 		crd := CRD()
-		crd.SetAnnotations(map[string]string{"tend.dev/crd-hash": crdHash})
 		data, _ := json.Marshal(crd.Object)
 		force := true
 		if _, err := c.Dynamic.Resource(crdGVR).Patch(ctx, crd.GetName(), types.ApplyPatchType, data,
