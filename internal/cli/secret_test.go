@@ -133,6 +133,7 @@ func TestSecretsEndToEnd(t *testing.T) {
 
 	// The identity can come from the Secret tend-system/sops-age instead of a file.
 	key, _ := os.ReadFile(alice)
+	_ = cs.CoreV1().Secrets("tend-system").Delete(ctx, "sops-age", metav1.DeleteOptions{}) // another test's bootstrap may have made one
 	if _, err := cs.CoreV1().Secrets("tend-system").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "sops-age", Namespace: "tend-system"},
 		Data: map[string][]byte{"age.agekey": key}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
