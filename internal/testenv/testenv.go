@@ -65,3 +65,18 @@ func cpDir() string {
 	}
 	return cp.Dir
 }
+
+// NewControlPlane starts a further, separate control plane for tests that
+// need several clusters; it stops when the test ends.
+func NewControlPlane(t testing.TB) *devcluster.Cluster {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := devcluster.Start(ctx, devcluster.Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("a second control plane could not start, so this test cannot run: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
