@@ -40,7 +40,7 @@ func TestManyClustersOneRepo(t *testing.T) {
 		}
 		go reconcile.New(reconcile.Options{Source: src, Cluster: cfgCluster, Kube: c}).Run(ctx)
 	}
-	east := testenv.ControlPlane(t)
+	east := testenv.NewControlPlane(t)
 	west := testenv.NewControlPlane(t)
 	ce, _ := kube.NewClient(east.Config)
 	cw, _ := kube.NewClient(west.Config)
