@@ -17,6 +17,7 @@ import (
 
 	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/render"
 	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/source"
 	_ "tend.dev/tend/internal/source/gogit" // git remotes
@@ -154,6 +155,9 @@ unreachable git or cluster).`,
 	pf.StringVar(&g.sshKey, "ssh-key", "", "private key for ssh:// remotes")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file pinning the ssh remote's host key")
 	pf.StringVar(&g.ageIdentity, "age-identity", "", "age identity file for SOPS-encrypted files (also TEND_AGE_KEY, and the Secret tend-system/sops-age in the cluster)")
+	var plainHTTPCharts bool
+	pf.BoolVar(&plainHTTPCharts, "plain-http-charts", false, "pull oci:// Helm charts over plain HTTP (local registries)")
+	root.PersistentPreRun = func(*cobra.Command, []string) { render.DefaultCharts.PlainHTTP = plainHTTPCharts }
 	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g))
 	return root
 }

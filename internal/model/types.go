@@ -68,8 +68,11 @@ type ClusterSpec struct {
 type Component struct {
 	// Name is unique within the cluster and names the Component status object.
 	Name string `json:"name" yaml:"name" jsonschema:"required,pattern=^[a-z0-9]([-a-z0-9]*[a-z0-9])?$,maxLength=63"`
-	// Path is relative to the repository root: plain YAML files, or a kustomization.yaml.
-	Path string `json:"path" yaml:"path" jsonschema:"required"`
+	// Path is relative to the repository root: plain YAML files, or a
+	// kustomization.yaml. A Helm component sets helm instead.
+	Path string `json:"path,omitempty" yaml:"path,omitempty"`
+	// Helm renders a chart in-process instead of reading path.
+	Helm *HelmChart `json:"helm,omitempty" yaml:"helm,omitempty"`
 	// Namespace is the default namespace for namespaced objects that name none.
 	Namespace string `json:"namespace,omitempty" yaml:"namespace,omitempty"`
 	// DependsOn lists components that must be Ready before this one is applied.
@@ -211,4 +214,22 @@ type PatternPolicy struct {
 	Extract string `json:"extract,omitempty" yaml:"extract,omitempty"`
 	// Order is numerical or alphabetical (default alphabetical), highest wins.
 	Order string `json:"order,omitempty" yaml:"order,omitempty" jsonschema:"enum=numerical,enum=alphabetical"`
+}
+
+// HelmChart is a chart rendered with the Helm SDK and applied through the
+// same engine as every component: no Helm release, so drift correction,
+// pruning and diff work as for any other.
+type HelmChart struct {
+	// Chart is a path in the repository, an oci:// reference, or the chart's
+	// name in the HTTP repository given by repo.
+	Chart string `json:"chart" yaml:"chart" jsonschema:"required"`
+	// Repo is an HTTP chart repository URL (with index.yaml).
+	Repo string `json:"repo,omitempty" yaml:"repo,omitempty"`
+	// Version pins the chart version; required for oci:// and repo charts.
+	Version string `json:"version,omitempty" yaml:"version,omitempty"`
+	// ReleaseName is .Release.Name (default: the component name).
+	ReleaseName string `json:"releaseName,omitempty" yaml:"releaseName,omitempty"`
+	// Values are files in the repository, merged in order over the chart's
+	// defaults, after ${var} substitution.
+	Values []string `json:"values,omitempty" yaml:"values,omitempty"`
 }

@@ -52,8 +52,18 @@ func ValidateCluster(root string, c *Cluster) Errors {
 		}
 		byName[comp.Name] = comp
 		switch {
+		case comp.Helm != nil:
+			h := comp.Helm
+			switch {
+			case comp.Path != "":
+				add(fmt.Sprintf("component %q: set path or helm, not both", comp.Name), "a Helm component's chart is helm.chart")
+			case h.Chart == "":
+				add(fmt.Sprintf("component %q: helm.chart is required", comp.Name), "a path in the repository, oci://…, or a chart name with helm.repo")
+			case (strings.HasPrefix(h.Chart, "oci://") || h.Repo != "") && h.Version == "":
+				add(fmt.Sprintf("component %q: helm.version is required for a remote chart", comp.Name), "pin the chart version, e.g. version: 1.4.2")
+			}
 		case comp.Path == "":
-			add(fmt.Sprintf("component %q: path is required", comp.Name), "set path to a directory relative to the repository root")
+			add(fmt.Sprintf("component %q: path is required", comp.Name), "set path to a directory relative to the repository root, or helm for a chart")
 		case path.IsAbs(comp.Path) || strings.HasPrefix(path.Clean(comp.Path), ".."):
 			add(fmt.Sprintf("component %q: path %q leaves the repository", comp.Name, comp.Path), "paths are relative to the repository root")
 		}

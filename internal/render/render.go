@@ -48,6 +48,13 @@ type Decrypter func(file string, data []byte) ([]byte, error)
 // Encrypted files are decrypted with dec in memory; with dec nil they are
 // an error, so ciphertext is never applied as data.
 func Component(root string, c model.Component, vars map[string]string, dec Decrypter) ([]Object, error) {
+	if c.Helm != nil {
+		objs, err := helmComponent(root, c, vars, dec, DefaultCharts)
+		if err != nil {
+			return nil, err
+		}
+		return objs, checkObjects(objs)
+	}
 	dir := filepath.Join(root, filepath.FromSlash(c.Path))
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
