@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/reconcile"
 	"tend.dev/tend/internal/source"
 	"tend.dev/tend/internal/testenv"
@@ -19,8 +20,12 @@ import (
 // without a restart, applies what changed in git meanwhile, and corrects
 // drift by watch again.
 func TestAPIServerOutage(t *testing.T) {
-	c, _ := client(t)
-	cp := testenv.ControlPlane(t)
+	// Its own control plane: the outage must not disturb the other tests.
+	cp := testenv.NewControlPlane(t)
+	c, err := kube.NewClient(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	writeRepo(t, dir, map[string]string{
 		"c.yaml":     "apiVersion: tend.dev/v1alpha1\nkind: Cluster\nmetadata: {name: out}\nspec:\n  interval: 2s\n  components:\n  - {name: out-ns, path: ns}\n  - {name: out-app, path: app, namespace: out, dependsOn: [out-ns]}\n",

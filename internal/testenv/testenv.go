@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -41,29 +42,26 @@ func ControlPlane(t testing.TB) *devcluster.Cluster {
 	return cp
 }
 
-// StopControlPlane stops the shared control plane, if it was started.
-func StopControlPlane() {
+// StopControlPlane stops the shared control plane, if it was started, and
+// removes its data unless keep is set.
+func StopControlPlane(keep bool) {
 	if cp != nil {
 		cp.Stop()
-		os.RemoveAll(cp.Dir)
+		if !keep {
+			os.RemoveAll(cp.Dir)
+		}
 	}
 }
 
-// Main runs a package's tests and stops the shared components afterwards.
+// Main runs a package's tests and stops the shared components afterwards;
+// when a test failed, the control plane's logs are kept for the post-mortem.
 func Main(m *testing.M) {
 	code := m.Run()
-	StopControlPlane()
-	if code != 0 {
-		fmt.Fprintln(os.Stderr, "control plane logs were in", cpDir())
+	StopControlPlane(code != 0)
+	if code != 0 && cp != nil {
+		fmt.Fprintln(os.Stderr, "control plane logs are kept in", filepath.Join(cp.Dir, "log"))
 	}
 	os.Exit(code)
-}
-
-func cpDir() string {
-	if cp == nil {
-		return "(not started)"
-	}
-	return cp.Dir
 }
 
 // NewControlPlane starts a further, separate control plane for tests that
