@@ -91,7 +91,7 @@ spec:
 		}
 		return d.Spec.Template.Spec.Containers[0].Image
 	}
-	waitFor(tb, 60*time.Second, "the first version deployed", func() bool { return image() == reg.Host+"/app:1.0.0" })
+	testenv.Eventually(tb, 60*time.Second, "the first version deployed", func() bool { return image() == reg.Host+"/app:1.0.0" })
 
 	// 1. A feat commit lands in the app repository.
 	t0 := time.Now()
@@ -108,19 +108,8 @@ spec:
 		tb.Fatalf("image update: %s", out)
 	}
 	// 5–6. The agent applies it and the Deployment shows the new image.
-	waitFor(tb, 60*time.Second, "the new version deployed", func() bool { return image() == reg.Host+"/app:1.1.0" })
+	testenv.Eventually(tb, 60*time.Second, "the new version deployed", func() bool { return image() == reg.Host+"/app:1.1.0" })
 	return time.Since(t0)
-}
-
-func waitFor(tb testing.TB, d time.Duration, what string, f func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not after %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestDeliveryLoop(t *testing.T) {

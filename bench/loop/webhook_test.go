@@ -56,7 +56,7 @@ func webhookToApplied(tb testing.TB, n int) time.Duration {
 		}
 		return cm.Data["v"]
 	}
-	waitFor(tb, 60*time.Second, "first apply", func() bool { return value() == "1" })
+	testenv.Eventually(tb, 60*time.Second, "first apply", func() bool { return value() == "1" })
 
 	ops.Write(tb, map[string]string{"app/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {v: \"2\"}\n"})
 	ops.Commit(tb, "fix: v2")
@@ -72,7 +72,7 @@ func webhookToApplied(tb testing.TB, n int) time.Duration {
 		tb.Fatalf("webhook: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	waitFor(tb, 10*time.Second, "applied after the webhook", func() bool { return value() == "2" })
+	testenv.Eventually(tb, 10*time.Second, "applied after the webhook", func() bool { return value() == "2" })
 	return time.Since(t0)
 }
 

@@ -21,7 +21,7 @@ func TestBootstrapHandOverAndSelfUpdate(t *testing.T) {
 	cp := testenv.ControlPlane(t)
 	kc := cp.Kubeconfig
 	dir := t.TempDir()
-	write(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"c.yaml":     "apiVersion: tend.dev/v1alpha1\nkind: Cluster\nmetadata: {name: boot}\nspec:\n  interval: 1s\n  components:\n  - {name: tend, path: tend}\n  - {name: bootapp, path: app, namespace: tend-system}\n",
 		"app/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-cfg}\ndata: {k: v}\n",
 	})
@@ -76,15 +76,15 @@ func TestBootstrapHandOverAndSelfUpdate(t *testing.T) {
 		}
 		return &results[name][0]
 	}
-	eventually(t, 30*time.Second, "agent reconciled both components", func() bool { return first("tend") != nil && first("bootapp") != nil })
+	testenv.Eventually(t, 30*time.Second, "agent reconciled both components", func() bool { return first("tend") != nil && first("bootapp") != nil })
 	if res := first("tend"); !res.Ready || res.Changes.Count(kube.Created) != 0 || res.Changes.Count(kube.Configured) != 0 {
 		t.Fatalf("hand-over re-created or changed the agent's objects: %+v", res.Changes)
 	}
 	appCM, _ := c.Typed.CoreV1().ConfigMaps("tend-system").Get(ctx, "app-cfg", metav1.GetOptions{})
 
 	// Self-update: a commit changes the agent's version.
-	write(t, dir, map[string]string{"tend/tend.yaml": strings.Replace(string(manifests), "tend:1.0.0", "tend:1.1.0", 1)})
-	eventually(t, 30*time.Second, "agent updated its own Deployment", func() bool {
+	testenv.WriteFiles(t, dir, map[string]string{"tend/tend.yaml": strings.Replace(string(manifests), "tend:1.0.0", "tend:1.1.0", 1)})
+	testenv.Eventually(t, 30*time.Second, "agent updated its own Deployment", func() bool {
 		d, err := c.Typed.AppsV1().Deployments("tend-system").Get(ctx, "tend", metav1.GetOptions{})
 		return err == nil && d.Spec.Template.Spec.Containers[0].Image == "registry.example.test/tend:1.1.0"
 	})
@@ -95,16 +95,5 @@ func TestBootstrapHandOverAndSelfUpdate(t *testing.T) {
 	code, out, _ = run(t, "bootstrap", "--repo", "https://x/ops.git", "--cluster", "boot", "--image", "i:1", "--print")
 	if code != 0 || !strings.Contains(out, "kind: Deployment") || !strings.Contains(out, "maxUnavailable: 0") {
 		t.Fatalf("--print = %d\n%s", code, out)
-	}
-}
-
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

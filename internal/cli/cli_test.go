@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,17 +28,6 @@ func runStdin(t *testing.T, stdin string, args ...string) (int, string, string) 
 	return code, out.String(), errb.String()
 }
 
-func write(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for p, c := range files {
-		full := filepath.Join(dir, p)
-		os.MkdirAll(filepath.Dir(full), 0o755)
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 const cluster = `apiVersion: tend.dev/v1alpha1
 kind: Cluster
 metadata: {name: cli}
@@ -51,13 +39,13 @@ spec:
 
 func TestValidate(t *testing.T) {
 	dir := t.TempDir()
-	write(t, dir, map[string]string{"c.yaml": cluster, "ns/ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: cli-web}\n",
+	testenv.WriteFiles(t, dir, map[string]string{"c.yaml": cluster, "ns/ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: cli-web}\n",
 		"web/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n"})
 	code, out, stderr := run(t, "validate", "--repo", dir)
 	if code != 0 || !strings.Contains(out, "Cluster cli (c.yaml:1): 2 components, 2 objects") {
 		t.Fatalf("validate = %d\n%s%s", code, out, stderr)
 	}
-	write(t, dir, map[string]string{"web/bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  - y\n"})
+	testenv.WriteFiles(t, dir, map[string]string{"web/bad.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  - y\n"})
 	code, _, stderr = run(t, "validate", "--repo", dir)
 	if code != 2 || !strings.Contains(stderr, "error: web/bad.yaml:") || !strings.Contains(stderr, "hint:") {
 		t.Fatalf("validate of a broken file = %d\n%s", code, stderr)
@@ -87,7 +75,7 @@ func TestDiffApplyStatus(t *testing.T) {
 	cp := testenv.ControlPlane(t)
 	kc := cp.Kubeconfig
 	dir := t.TempDir()
-	write(t, dir, map[string]string{"c.yaml": cluster, "ns/ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: cli-web}\n",
+	testenv.WriteFiles(t, dir, map[string]string{"c.yaml": cluster, "ns/ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: cli-web}\n",
 		"web/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: v1}\n",
 		"web/secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: hunter2}\n"})
 	base := []string{"--repo", dir, "--cluster", "cli", "--kubeconfig", kc}
@@ -107,7 +95,7 @@ func TestDiffApplyStatus(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "no changes") {
 		t.Fatalf("diff after apply = %d\n%s", code, out)
 	}
-	write(t, dir, map[string]string{"web/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: v2}\n",
+	testenv.WriteFiles(t, dir, map[string]string{"web/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: v2}\n",
 		"web/secret.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: hunter3}\n"})
 	code, out, _ = run(t, append([]string{"diff", "-o", "json"}, base...)...)
 	var d struct {
@@ -125,7 +113,7 @@ func TestDiffApplyStatus(t *testing.T) {
 		t.Fatalf("status = %d\n%s", code, out)
 	}
 	// A broken component: status exits 1, apply exits 2.
-	write(t, dir, map[string]string{"web/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: [nested]}\n"})
+	testenv.WriteFiles(t, dir, map[string]string{"web/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: [nested]}\n"})
 	code, out, _ = run(t, append([]string{"apply"}, base...)...)
 	if code != 2 || !strings.Contains(out, "✗ web") || !strings.Contains(out, "hint:") {
 		t.Fatalf("failing apply = %d\n%s", code, out)

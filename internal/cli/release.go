@@ -83,7 +83,7 @@ func newRelease(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return g.showPlan(p, f, true)
+				return g.showPlan(p, f)
 			}
 			ro := release.ReleaseOptions{PlanOptions: o, Changelog: f.changelog, CommitURL: f.commitURL, Push: f.push, Remote: f.remote}
 			if tok := os.Getenv("TEND_GIT_TOKEN"); tok != "" {
@@ -244,7 +244,7 @@ func planFor(f *releaseFlags) (*release.Plan, error) {
 	return r.Plan(o)
 }
 
-func (g *globals) showPlan(p *release.Plan, f *releaseFlags, dry bool) error {
+func (g *globals) showPlan(p *release.Plan, f *releaseFlags) error {
 	if g.json() {
 		return g.printJSON(p)
 	}

@@ -82,19 +82,7 @@ func newSecret(g *globals) *cobra.Command {
 			if secret.IsEncrypted(plain) {
 				return model.WithHint(fmt.Errorf("%s is already encrypted", file), "use tend secret edit, set or rotate")
 			}
-			rule, err := secret.RuleFor(file)
-			if err != nil {
-				return err
-			}
-			enc, err := secret.Encrypt(file, plain, rule)
-			if err != nil {
-				return err
-			}
-			if err := writeAtomic(file, enc); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stderr, "encrypted %s\n", file)
-			return nil
+			return g.encryptTo(file, plain, "encrypted")
 		},
 	}
 	decrypt := &cobra.Command{
@@ -313,6 +301,10 @@ func (g *globals) decryptFile(cmd *cobra.Command, file string) ([]byte, error) {
 // reencryptWith encrypts new plaintext for the recipients of the file's
 // creation rule, and replaces the file atomically.
 func (g *globals) reencryptWith(file string, plain []byte) error {
+	return g.encryptTo(file, plain, "re-encrypted")
+}
+
+func (g *globals) encryptTo(file string, plain []byte, verb string) error {
 	rule, err := secret.RuleFor(file)
 	if err != nil {
 		return err
@@ -324,7 +316,7 @@ func (g *globals) reencryptWith(file string, plain []byte) error {
 	if err := writeAtomic(file, enc); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stderr, "%s re-encrypted\n", file)
+	fmt.Fprintf(g.stderr, "%s %s\n", verb, file)
 	return nil
 }
 

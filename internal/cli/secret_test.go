@@ -36,7 +36,7 @@ func TestSecretsEndToEnd(t *testing.T) {
 	alice, aliceR := keygen(t)
 	bob, bobR := keygen(t)
 	dir := t.TempDir()
-	write(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		".sops.yaml": "creation_rules:\n  - path_regex: .*\\.yaml$\n    age: " + aliceR + "," + bobR + "\n",
 		"c.yaml":     "apiVersion: tend.dev/v1alpha1\nkind: Cluster\nmetadata: {name: sec}\nspec:\n  components:\n  - {name: secns, path: ns}\n  - {name: db, path: db, namespace: sec, dependsOn: [secns]}\n",
 		"ns/ns.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: sec}\n",
@@ -108,7 +108,7 @@ func TestSecretsEndToEnd(t *testing.T) {
 	}
 
 	// 4. Rotate: bob leaves, the data key changes, re-apply changes nothing in the cluster.
-	write(t, dir, map[string]string{".sops.yaml": "creation_rules:\n  - path_regex: .*\\.yaml$\n    age: " + aliceR + "\n"})
+	testenv.WriteFiles(t, dir, map[string]string{".sops.yaml": "creation_rules:\n  - path_regex: .*\\.yaml$\n    age: " + aliceR + "\n"})
 	code, out, stderr = run(t, "secret", "rotate", "--dir", dir, "--age-identity", alice)
 	if code != 0 || !strings.Contains(out, "✓ db/db.yaml: re-encrypted") || !strings.Contains(out, "1 files re-encrypted") {
 		t.Fatalf("rotate = %d\n%s%s", code, out, stderr)
@@ -144,7 +144,7 @@ func TestSecretsEndToEnd(t *testing.T) {
 
 	// A tampered file: MAC mismatch, nothing applied.
 	tampered := strings.Replace(string(rotated), "password: ENC[AES256_GCM,data:", "password: ENC[AES256_GCM,data:AA", 1)
-	write(t, dir, map[string]string{"db/db.yaml": tampered})
+	testenv.WriteFiles(t, dir, map[string]string{"db/db.yaml": tampered})
 	code, out, _ = run(t, append([]string{"apply"}, withID...)...)
 	if code != 2 || !strings.Contains(out, "db/db.yaml") {
 		t.Fatalf("apply of a tampered file = %d\n%s", code, out)
@@ -158,7 +158,7 @@ func TestSecretsEndToEnd(t *testing.T) {
 func TestSecretVerbs(t *testing.T) {
 	id, r := keygen(t)
 	dir := t.TempDir()
-	write(t, dir, map[string]string{".sops.yaml": "creation_rules:\n  - path_regex: secrets/.*\n    age: " + r + "\n", "secrets/db.yaml": dbSecret, "other.yaml": dbSecret})
+	testenv.WriteFiles(t, dir, map[string]string{".sops.yaml": "creation_rules:\n  - path_regex: secrets/.*\n    age: " + r + "\n", "secrets/db.yaml": dbSecret, "other.yaml": dbSecret})
 	file := filepath.Join(dir, "secrets/db.yaml")
 	if code, _, stderr := run(t, "secret", "encrypt", filepath.Join(dir, "other.yaml")); code != 2 || !strings.Contains(stderr, "no creation rule") || !strings.Contains(stderr, "hint:") {
 		t.Fatalf("encrypt without a rule = %d %s", code, stderr)

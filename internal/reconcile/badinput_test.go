@@ -38,7 +38,7 @@ func TestBadInput(t *testing.T) {
 		return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\ndata: {a: b}\n" + extra
 	}
 	dir := t.TempDir()
-	writeRepo(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"c.yaml": `apiVersion: tend.dev/v1alpha1
 kind: Cluster
 metadata: {name: bad}
@@ -120,7 +120,7 @@ func TestFailureKeepsInventory(t *testing.T) {
 	c, _ := client(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	writeRepo(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"c.yaml":     "apiVersion: tend.dev/v1alpha1\nkind: Cluster\nmetadata: {name: keep}\nspec:\n  components:\n  - {name: k, path: k, namespace: keep}\n",
 		"k/ns.yaml":  "apiVersion: v1\nkind: Namespace\nmetadata: {name: keep}\n",
 		"k/old.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: old}\ndata: {a: b}\n",
@@ -129,7 +129,7 @@ func TestFailureKeepsInventory(t *testing.T) {
 	// Remove old.yaml, and break the component: a bad namespace in stage 0
 	// and a valid ConfigMap in stage 1.
 	os.Remove(filepath.Join(dir, "k/old.yaml"))
-	writeRepo(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"k/ns2.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: Not_Valid}\n",
 		"k/new.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: new}\ndata: {a: b}\n",
 	})
@@ -169,7 +169,7 @@ func TestLoadErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			writeRepo(t, dir, map[string]string{"c.yaml": tc.file, "a/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"})
+			testenv.WriteFiles(t, dir, map[string]string{"c.yaml": tc.file, "a/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"})
 			src, _ := source.NewDir(dir)
 			_, _, err := reconcile.New(reconcile.Options{Source: src, Cluster: "cyc", Kube: c}).Once(context.Background())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

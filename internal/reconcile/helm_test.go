@@ -10,6 +10,7 @@ import (
 
 	"tend.dev/tend/internal/reconcile"
 	"tend.dev/tend/internal/source"
+	"tend.dev/tend/internal/testenv"
 )
 
 // TestHelmComponent: a chart is rendered in-process and applied through the
@@ -18,7 +19,7 @@ import (
 func TestHelmComponent(t *testing.T) {
 	c, _ := client(t)
 	dir := t.TempDir()
-	writeRepo(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"c.yaml": `apiVersion: tend.dev/v1alpha1
 kind: Cluster
 metadata: {name: helm}
@@ -44,7 +45,7 @@ spec:
 	defer cancel()
 	go reconcile.New(reconcile.Options{Source: src, Cluster: "helm", Kube: c}).Run(ctx)
 	cms := c.Typed.CoreV1().ConfigMaps("helmapps")
-	eventually(t, 60*time.Second, "chart applied", func() bool {
+	testenv.Eventually(t, 60*time.Second, "chart applied", func() bool {
 		cm, err := cms.Get(ctx, "web-cfg", metav1.GetOptions{})
 		return err == nil && cm.Data["greeting"] == "hello helm"
 	})
@@ -55,7 +56,7 @@ spec:
 	if _, err := cms.Patch(ctx, "web-cfg", types.MergePatchType, []byte(`{"data":{"greeting":"by hand"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "drift on a chart's object corrected", func() bool {
+	testenv.Eventually(t, 5*time.Second, "drift on a chart's object corrected", func() bool {
 		cm, err := cms.Get(ctx, "web-cfg", metav1.GetOptions{})
 		return err == nil && cm.Data["greeting"] == "hello helm"
 	})

@@ -12,6 +12,7 @@ import (
 
 	"tend.dev/tend/internal/reconcile"
 	"tend.dev/tend/internal/source"
+	"tend.dev/tend/internal/testenv"
 )
 
 // TestLeaderElection: of two replicas only the leader writes; when it dies
@@ -20,7 +21,7 @@ import (
 func TestLeaderElection(t *testing.T) {
 	c, _ := client(t)
 	dir := t.TempDir()
-	writeRepo(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"c.yaml":     "apiVersion: tend.dev/v1alpha1\nkind: Cluster\nmetadata: {name: ha}\nspec:\n  interval: 1h\n  components:\n  - {name: ha-ns, path: ns}\n  - {name: ha-app, path: app, namespace: ha, dependsOn: [ha-ns]}\n",
 		"ns/a.yaml":  "apiVersion: v1\nkind: Namespace\nmetadata: {name: ha}\n",
 		"app/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {k: git}\n",
@@ -41,7 +42,7 @@ func TestLeaderElection(t *testing.T) {
 	go b.RunLeaderElected(ctx, lo("b"))
 
 	cms := c.Typed.CoreV1().ConfigMaps("ha")
-	eventually(t, 30*time.Second, "applied by the leader", func() bool {
+	testenv.Eventually(t, 30*time.Second, "applied by the leader", func() bool {
 		cm, err := cms.Get(ctx, "cfg", metav1.GetOptions{})
 		return err == nil && cm.Data["k"] == "git"
 	})
@@ -51,7 +52,7 @@ func TestLeaderElection(t *testing.T) {
 	}
 	kill()
 	died := time.Now()
-	eventually(t, 15*time.Second, "standby b holds the lease", func() bool {
+	testenv.Eventually(t, 15*time.Second, "standby b holds the lease", func() bool {
 		l, err := c.Typed.CoordinationV1().Leases("tend-system").Get(ctx, "tend-ha", metav1.GetOptions{})
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == "b"
 	})
@@ -59,7 +60,7 @@ func TestLeaderElection(t *testing.T) {
 	if _, err := cms.Patch(ctx, "cfg", types.MergePatchType, []byte(`{"data":{"k":"edited"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the new leader corrects drift", func() bool {
+	testenv.Eventually(t, 15*time.Second, "the new leader corrects drift", func() bool {
 		cm, err := cms.Get(ctx, "cfg", metav1.GetOptions{})
 		return err == nil && cm.Data["k"] == "git" && !strings.Contains(cm.Data["k"], "edited")
 	})
@@ -81,7 +82,7 @@ func TestLeaderKilledMidApply(t *testing.T) {
 		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm%04d}\ndata: {i: \"%d\"}\n", i, i)
 	}
 	files["app/all.yaml"] = b.String()
-	writeRepo(t, dir, files)
+	testenv.WriteFiles(t, dir, files)
 	src, _ := source.NewDir(dir)
 	leaderCtx, kill := context.WithCancel(context.Background())
 	a := reconcile.New(reconcile.Options{Source: src, Cluster: "mid", Kube: c})
@@ -98,12 +99,12 @@ func TestLeaderKilledMidApply(t *testing.T) {
 		}
 		return len(l.Items)
 	}
-	eventually(t, 60*time.Second, "leader a mid-apply", func() bool { return count() >= 50 })
+	testenv.Eventually(t, 60*time.Second, "leader a mid-apply", func() bool { return count() >= 50 })
 	kill()
 	if n := count(); n >= 1000 {
 		t.Fatalf("the apply finished (%d objects) before the leader was killed; the test did not kill it mid-apply", n)
 	}
-	eventually(t, 60*time.Second, "standby b finished the apply", func() bool {
+	testenv.Eventually(t, 60*time.Second, "standby b finished the apply", func() bool {
 		comp, ok, _ := c.GetComponent(ctx, "mid-app")
 		return ok && comp.Status.Ready() != nil && comp.Status.Ready().Status == "True" && comp.Status.InventoryCount == 1000
 	})

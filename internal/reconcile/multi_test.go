@@ -53,8 +53,8 @@ func TestManyClustersOneRepo(t *testing.T) {
 		}
 		return cm.Data
 	}
-	eventually(t, 60*time.Second, "east applied its Cluster", func() bool { return data(ce)["region"] == "eu-east" && data(ce)["cluster"] == "east" })
-	eventually(t, 60*time.Second, "west applied its Cluster", func() bool { return data(cw)["region"] == "us-west" && data(cw)["cluster"] == "west" })
+	testenv.Eventually(t, 60*time.Second, "east applied its Cluster", func() bool { return data(ce)["region"] == "eu-east" && data(ce)["cluster"] == "east" })
+	testenv.Eventually(t, 60*time.Second, "west applied its Cluster", func() bool { return data(cw)["region"] == "us-west" && data(cw)["cluster"] == "west" })
 	for name, c := range map[string]*kube.Client{"east": ce, "west": cw} {
 		comps, _ := c.ListComponents(ctx, "")
 		for _, comp := range comps {
@@ -68,7 +68,7 @@ func TestManyClustersOneRepo(t *testing.T) {
 	next := testenv.NewControlPlane(t)
 	cn, _ := kube.NewClient(next.Config)
 	agent("east", cn)
-	eventually(t, 60*time.Second, "the new cluster converged to east's objects", func() bool {
+	testenv.Eventually(t, 60*time.Second, "the new cluster converged to east's objects", func() bool {
 		got, want := data(cn), data(ce)
 		return got != nil && got["region"] == want["region"] && got["cluster"] == want["cluster"]
 	})

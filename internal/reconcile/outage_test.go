@@ -27,7 +27,7 @@ func TestAPIServerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	writeRepo(t, dir, map[string]string{
+	testenv.WriteFiles(t, dir, map[string]string{
 		"c.yaml":     "apiVersion: tend.dev/v1alpha1\nkind: Cluster\nmetadata: {name: out}\nspec:\n  interval: 2s\n  components:\n  - {name: out-ns, path: ns}\n  - {name: out-app, path: app, namespace: out, dependsOn: [out-ns]}\n",
 		"ns/a.yaml":  "apiVersion: v1\nkind: Namespace\nmetadata: {name: out}\n",
 		"app/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {v: \"1\"}\n",
@@ -44,7 +44,7 @@ func TestAPIServerOutage(t *testing.T) {
 		}
 		return cm.Data["v"]
 	}
-	eventually(t, 30*time.Second, "first apply", func() bool { return value() == "1" })
+	testenv.Eventually(t, 30*time.Second, "first apply", func() bool { return value() == "1" })
 
 	cp.StopAPIServer()
 	// git moves while the cluster is away.
@@ -55,10 +55,10 @@ func TestAPIServerOutage(t *testing.T) {
 	if err := cp.StartAPIServer(sctx); err != nil {
 		t.Fatalf("restart the API server: %v", err)
 	}
-	eventually(t, 60*time.Second, "caught up with git after the outage", func() bool { return value() == "2" })
+	testenv.Eventually(t, 60*time.Second, "caught up with git after the outage", func() bool { return value() == "2" })
 	// The watches are back: drift is corrected within 5 s again.
 	if _, err := cms.Patch(ctx, "cfg", types.MergePatchType, []byte(`{"data":{"v":"hand"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "drift corrected after the outage", func() bool { return value() == "2" })
+	testenv.Eventually(t, 5*time.Second, "drift corrected after the outage", func() bool { return value() == "2" })
 }

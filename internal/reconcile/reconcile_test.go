@@ -62,17 +62,6 @@ func client(t *testing.T) (*kube.Client, *writeCounter) {
 	return c, wc
 }
 
-func writeRepo(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for p, c := range files {
-		full := filepath.Join(dir, p)
-		os.MkdirAll(filepath.Dir(full), 0o755)
-		if err := os.WriteFile(full, []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func once(t *testing.T, c *kube.Client, dir, cluster string) map[string]reconcile.Result {
 	t.Helper()
 	src, err := source.NewDir(dir)
@@ -162,7 +151,7 @@ spec:
 func TestApplyIdlePrune(t *testing.T) {
 	c, wc := client(t)
 	dir := t.TempDir()
-	writeRepo(t, dir, appFiles("e1"))
+	testenv.WriteFiles(t, dir, appFiles("e1"))
 	res := once(t, c, dir, "e1")
 	mustReady(t, res, "base-e1", "app-e1")
 	if got := res["app-e1"].Changes.Count(kube.Created); got != 5 {
@@ -245,7 +234,7 @@ func TestRunDriftAndNewRevision(t *testing.T) {
 	go r.Run(ctx)
 
 	cms := c.Typed.CoreV1().ConfigMaps("e2-app")
-	eventually(t, 60*time.Second, "app Ready", func() bool {
+	testenv.Eventually(t, 60*time.Second, "app Ready", func() bool {
 		comp, ok, _ := c.GetComponent(ctx, "app-e2")
 		return ok && comp.Status.Ready() != nil && comp.Status.Ready().Status == "True"
 	})
@@ -256,15 +245,15 @@ func TestRunDriftAndNewRevision(t *testing.T) {
 			t.Fatal(err)
 		}
 		t0 := time.Now()
-		eventually(t, 5*time.Second, "color back to blue", func() bool {
+		testenv.Eventually(t, 5*time.Second, "color back to blue", func() bool {
 			cm, err := cms.Get(ctx, "settings", metav1.GetOptions{})
 			return err == nil && cm.Data["color"] == "blue"
 		})
 		t.Logf("reverted in %s", time.Since(t0))
-		eventually(t, 5*time.Second, "drift metric", func() bool {
+		testenv.Eventually(t, 5*time.Second, "drift metric", func() bool {
 			return testutil.ToFloat64(m.Drift.WithLabelValues("e2", "app-e2", "ConfigMap")) >= 1
 		})
-		eventually(t, 5*time.Second, "drift notification", func() bool {
+		testenv.Eventually(t, 5*time.Second, "drift notification", func() bool {
 			for {
 				select {
 				case s := <-notified:
@@ -276,7 +265,7 @@ func TestRunDriftAndNewRevision(t *testing.T) {
 				}
 			}
 		})
-		eventually(t, 5*time.Second, "DriftCorrected event", func() bool {
+		testenv.Eventually(t, 5*time.Second, "DriftCorrected event", func() bool {
 			evs, _ := c.Typed.CoreV1().Events(kube.Namespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=DriftCorrected"})
 			for _, e := range evs.Items {
 				if strings.Contains(e.Message, "kubectl-edit") {
@@ -290,7 +279,7 @@ func TestRunDriftAndNewRevision(t *testing.T) {
 		if err := c.Typed.AppsV1().Deployments("e2-app").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "deployment recreated", func() bool {
+		testenv.Eventually(t, 5*time.Second, "deployment recreated", func() bool {
 			d, err := c.Typed.AppsV1().Deployments("e2-app").Get(ctx, "web", metav1.GetOptions{})
 			return err == nil && d.DeletionTimestamp == nil
 		})
@@ -309,20 +298,9 @@ func TestRunDriftAndNewRevision(t *testing.T) {
 	t.Run("a pushed commit is applied", func(t *testing.T) {
 		wt.Write(t, map[string]string{"app/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {color: green}\n"})
 		wt.Commit(t, "feat: green")
-		eventually(t, 20*time.Second, "color green", func() bool {
+		testenv.Eventually(t, 20*time.Second, "color green", func() bool {
 			cm, err := cms.Get(ctx, "settings", metav1.GetOptions{})
 			return err == nil && cm.Data["color"] == "green"
 		})
 	})
-}
-
-func eventually(t *testing.T, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -113,13 +113,15 @@ func (k keyService) Encrypt(ctx context.Context, req *keyservice.EncryptRequest)
 
 func (k keyService) Decrypt(ctx context.Context, req *keyservice.DecryptRequest) (*keyservice.DecryptResponse, error) {
 	if a := req.Key.GetAgeKey(); a != nil {
+		// With no identities sops would fall back to the ambient
+		// SOPS_AGE_KEY*, ~/.config/sops/age/keys.txt and even ~/.ssh keys:
+		// tend decrypts only with the identities it was given.
+		if k.ids.Len() == 0 {
+			return nil, errors.New("no identity given")
+		}
 		mk := &sopsage.MasterKey{Recipient: a.Recipient}
 		mk.SetEncryptedDataKey(req.Ciphertext)
-		if k.ids != nil {
-			k.ids.parsed.ApplyToMasterKey(mk)
-		} else {
-			sopsage.ParsedIdentities{}.ApplyToMasterKey(mk)
-		}
+		k.ids.parsed.ApplyToMasterKey(mk)
 		plain, err := mk.Decrypt()
 		if err != nil {
 			return nil, errors.New("no identity matches")

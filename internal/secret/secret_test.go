@@ -160,3 +160,26 @@ func TestLoosePermissionsWarn(t *testing.T) {
 		t.Errorf("0600 file warned: %s", warn)
 	}
 }
+
+// TestNoAmbientIdentities: with no identity given, tend refuses even when
+// the environment holds one that would decrypt (SOPS_AGE_KEY, keys.txt).
+func TestNoAmbientIdentities(t *testing.T) {
+	alice, _ := identity(t)
+	rule, _ := AgeRule(alice.Recipient().String())
+	enc, err := Encrypt("s.yaml", []byte(plainSecret), rule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SOPS_AGE_KEY", alice.String())
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	os.MkdirAll(filepath.Join(home, ".config/sops/age"), 0o700)
+	os.WriteFile(filepath.Join(home, ".config/sops/age/keys.txt"), []byte(alice.String()+"\n"), 0o600)
+	if out, err := Decrypt("s.yaml", enc, &Identities{}); err == nil {
+		t.Fatalf("decrypted with an ambient identity: %s", out)
+	}
+	if out, err := Decrypt("s.yaml", enc, nil); err == nil {
+		t.Fatalf("decrypted with nil identities: %s", out)
+	}
+}
