@@ -11,6 +11,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"tend.dev/tend/internal/devcluster"
 	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/reconcile"
 	"tend.dev/tend/internal/source"
@@ -92,8 +93,56 @@ func TestBootstrapHandOverAndSelfUpdate(t *testing.T) {
 	if again.ResourceVersion != appCM.ResourceVersion {
 		t.Error("the self-update disturbed another component")
 	}
+
+	testenv.Eventually(t, 30*time.Second, "agent 1.1.0 rolled out", func() bool {
+		d, err := c.Typed.AppsV1().Deployments("tend-system").Get(ctx, "tend", metav1.GetOptions{})
+		return err == nil && d.Status.ObservedGeneration == d.Generation && d.Status.UpdatedReplicas == 2 && d.Status.AvailableReplicas == 2 && d.Status.Replicas == 2
+	})
+
+	// A commit that breaks the agent (an image that does not exist): the
+	// rolling update never removes a ready agent, and status says why.
+	testenv.WriteFiles(t, dir, map[string]string{
+		"c.yaml":         strings.Replace(readFile(t, filepath.Join(dir, "c.yaml")), "{name: tend, path: tend}", "{name: tend, path: tend, wait: true, timeout: 4s}", 1),
+		"tend/tend.yaml": strings.Replace(string(manifests), "tend:1.0.0", "tend:"+devcluster.MissingImageTag, 1),
+	})
+	last := func(name string) *reconcile.Result {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(results[name]) == 0 {
+			return nil
+		}
+		return &results[name][len(results[name])-1]
+	}
+	testenv.Eventually(t, 60*time.Second, "the broken update reported", func() bool {
+		res := last("tend")
+		return res != nil && !res.Ready && res.Err != nil && strings.Contains(res.Err.Error(), "ErrImagePull")
+	})
+	d, err = c.Typed.AppsV1().Deployments("tend-system").Get(ctx, "tend", metav1.GetOptions{})
+	if err != nil || d.Status.AvailableReplicas != 2 || d.Status.UnavailableReplicas != 1 {
+		pods, _ := c.Typed.CoreV1().Pods("tend-system").List(ctx, metav1.ListOptions{})
+		for _, p := range pods.Items {
+			t.Logf("pod %s image %s phase %s node %q conditions %+v", p.Name, p.Spec.Containers[0].Image, p.Status.Phase, p.Spec.NodeName, p.Status.Conditions)
+		}
+		t.Fatalf("the old agents did not keep running: %v %+v", err, d.Status)
+	}
+	code, out, _ = run(t, "status", "--cluster", "boot", "--kubeconfig", kc)
+	if code != 1 || !strings.Contains(out, "ErrImagePull") {
+		t.Fatalf("status does not show the failed agent update: %d\n%s", code, out)
+	}
+	t.Logf("tend status:\n%s", out)
+	cancel()
+
 	code, out, _ = run(t, "bootstrap", "--repo", "https://x/ops.git", "--cluster", "boot", "--image", "i:1", "--print")
 	if code != 0 || !strings.Contains(out, "kind: Deployment") || !strings.Contains(out, "maxUnavailable: 0") {
 		t.Fatalf("--print = %d\n%s", code, out)
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

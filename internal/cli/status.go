@@ -64,6 +64,12 @@ func newStatus(g *globals) *cobra.Command {
 						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Component, r.Cluster, r.Ready, r.Reason, shortRev(r.Revision), r.Objects, oneLine(r.Message, 80))
 					}
 					tw.Flush()
+					// The table cuts messages short; a failure is worth reading whole.
+					for _, r := range rows {
+						if r.Ready != "True" && len(r.Message) > 80 {
+							fmt.Fprintf(g.stdout, "\n%s: %s\n", r.Component, r.Message)
+						}
+					}
 				}
 			}
 			if !allReady {

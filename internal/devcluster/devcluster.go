@@ -433,6 +433,65 @@ func waitHTTP(ctx context.Context, url string, client *http.Client, timeout time
 	return fmt.Errorf("not ready after %s: %v", timeout, last)
 }
 
+// MissingImageTag marks an image the dev cluster treats as absent from its
+// registry. kwok runs no containers, so without this every pod would become
+// Ready whatever its image; with it, a pod whose image contains the tag stays
+// Pending with ErrImagePull, as on a real node, and rolling updates stall.
+const MissingImageTag = "does-not-exist"
+
+const missingImageQuery = `'[.spec.containers[].image | contains("` + MissingImageTag + `")] | any'`
+
+const notMissingImage = `    - key: ` + missingImageQuery + `
+      operator: 'NotIn'
+      values: ['true']
+`
+
+const imagePullFailedStage = `---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-image-pull-failed
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Pending']
+    - key: '.status.containerStatuses'
+      operator: 'DoesNotExist'
+    - key: ` + missingImageQuery + `
+      operator: 'In'
+      values: ['true']
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "True"
+        type: PodScheduled
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        type: Ready
+        reason: ContainersNotReady
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        state:
+          waiting:
+            reason: ErrImagePull
+            message: {{ printf "failed to pull image %s: not found" .image | Quote }}
+      {{ end }}
+      phase: Pending
+`
+
 func writeKwokConfig(dir string, port int) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, `apiVersion: config.kwok.x-k8s.io/v1alpha1
@@ -457,12 +516,20 @@ options:
 		if err != nil {
 			return "", fmt.Errorf("kwok stage file: %w", err)
 		}
+		if f == "pod/fast/pod-ready.yaml" {
+			// Pods of a missing image never become ready: see MissingImageTag.
+			data = []byte(strings.Replace(string(data), "    matchExpressions:\n", "    matchExpressions:\n"+notMissingImage, 1))
+			if !strings.Contains(string(data), "does-not-exist") {
+				return "", fmt.Errorf("kwok stage file %s: unexpected layout", f)
+			}
+		}
 		b.WriteString("---\n")
 		b.Write(data)
 		if !strings.HasSuffix(b.String(), "\n") {
 			b.WriteString("\n")
 		}
 	}
+	b.WriteString(imagePullFailedStage)
 	out := filepath.Join(dir, "kwok.yaml")
 	return out, os.WriteFile(out, []byte(b.String()), 0o600)
 }
