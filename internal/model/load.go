@@ -21,6 +21,7 @@ type Repo struct {
 	Root          string
 	Clusters      []*Cluster
 	ImagePolicies []*ImagePolicy
+	MachinePools  []*MachinePool
 	// Problems are errors and warnings found while loading; Load returns
 	// them as its error too when any is not a warning.
 	Problems Errors
@@ -64,6 +65,7 @@ func Load(root string) (*Repo, error) {
 		return nil, fmt.Errorf("read repository %s: %w", root, err)
 	}
 	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Metadata.Name < r.Clusters[j].Metadata.Name })
+	sort.Slice(r.MachinePools, func(i, j int) bool { return r.MachinePools[i].Metadata.Name < r.MachinePools[j].Metadata.Name })
 	r.Problems = append(r.Problems, validate(r)...)
 	return r, r.Problems.Err()
 }
@@ -124,11 +126,78 @@ func (r *Repo) loadFile(file string, data []byte) {
 				continue
 			}
 			r.ImagePolicies = append(r.ImagePolicies, &p)
+		case KindMachinePool:
+			var p MachinePool
+			if errs := decodeStrict(file, n, &p); len(errs) > 0 {
+				r.Problems = append(r.Problems, errs...)
+				continue
+			}
+			p.Origin = origin
+			poolLines(n, &p)
+			if errs := validatePool(&p); len(errs) > 0 {
+				r.Problems = append(r.Problems, errs...)
+				continue
+			}
+			r.MachinePools = append(r.MachinePools, &p)
 		default:
 			r.Problems = append(r.Problems, &Error{Origin: origin, Msg: fmt.Sprintf("unknown kind %q", kind),
 				Hint: "tend.dev/v1alpha1 kinds are: " + strings.Join(KnownKinds, ", ")})
 		}
 	}
+}
+
+// poolLines records where machines and files are, for errors found later
+// (a template error in a file's content points into the pool file).
+func poolLines(n *yaml.Node, p *MachinePool) {
+	spec := child(n, "spec")
+	state := func(st *yaml.Node, s *MachineState) {
+		files := child(st, "files")
+		if files == nil {
+			return
+		}
+		for i, f := range files.Content {
+			if i >= len(s.Files) {
+				break
+			}
+			s.Files[i].Line = f.Line
+			if c := child(f, "content"); c != nil {
+				s.Files[i].Line = c.Line
+				if c.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+					s.Files[i].Line++
+				}
+			}
+		}
+		if fw := child(st, "firewall"); fw != nil && s.Firewall != nil {
+			s.Firewall.Line = fw.Line
+			if c := child(fw, "ruleset"); c != nil {
+				s.Firewall.Line = c.Line
+				if c.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+					s.Firewall.Line++
+				}
+			}
+		}
+	}
+	state(child(spec, "state"), &p.Spec.State)
+	if ms := child(spec, "machines"); ms != nil {
+		for i, m := range ms.Content {
+			if i < len(p.Spec.Machines) {
+				p.Spec.Machines[i].Origin = Origin{File: p.Origin.File, Line: m.Line}
+				state(child(m, "state"), &p.Spec.Machines[i].State)
+			}
+		}
+	}
+}
+
+func child(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)

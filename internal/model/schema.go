@@ -23,21 +23,20 @@ func Schema(srcDir string) ([]byte, error) {
 	}
 	cluster := r.Reflect(&Cluster{})
 	policy := r.Reflect(&ImagePolicy{})
+	pool := r.Reflect(&MachinePool{})
 	defs := jsonschema.Definitions{}
-	for k, v := range cluster.Definitions {
-		defs[k] = v
+	for _, k := range []*jsonschema.Schema{cluster, policy, pool} {
+		for name, v := range k.Definitions {
+			defs[name] = v
+		}
+		k.Definitions, k.Version = nil, ""
 	}
-	for k, v := range policy.Definitions {
-		defs[k] = v
-	}
-	cluster.Definitions, policy.Definitions = nil, nil
-	cluster.Version, policy.Version = "", ""
 	s := &jsonschema.Schema{
 		Version:     jsonschema.Version,
 		ID:          "https://tend.dev/schema/tend.dev_v1alpha1.json",
 		Title:       "tend.dev/v1alpha1",
 		Description: "The kinds of a tend ops repository; the kind field selects one.",
-		OneOf:       []*jsonschema.Schema{cluster, policy},
+		OneOf:       []*jsonschema.Schema{cluster, policy, pool},
 		Definitions: defs,
 	}
 	return json.MarshalIndent(s, "", "  ")

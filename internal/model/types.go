@@ -29,7 +29,7 @@ const (
 )
 
 // KnownKinds lists the kinds this version of tend reads.
-var KnownKinds = []string{KindCluster, KindImagePolicy}
+var KnownKinds = []string{KindCluster, KindImagePolicy, KindMachinePool}
 
 // ObjectMeta is the part of Kubernetes metadata tend kinds use.
 type ObjectMeta struct {

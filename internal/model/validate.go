@@ -24,6 +24,15 @@ func validate(r *Repo) Errors {
 		seen[c.Metadata.Name] = c
 		errs = append(errs, ValidateCluster(r.Root, c)...)
 	}
+	pools := map[string]*MachinePool{}
+	for _, p := range r.MachinePools {
+		if prev, ok := pools[p.Metadata.Name]; ok {
+			errs = append(errs, &Error{Origin: p.Origin, Object: "MachinePool/" + p.Metadata.Name,
+				Msg:  "defined twice; also at " + prev.Origin.String(),
+				Hint: "give each MachinePool a unique metadata.name"})
+		}
+		pools[p.Metadata.Name] = p
+	}
 	return errs
 }
 

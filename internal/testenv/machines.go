@@ -1,0 +1,327 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+//go:embed build-machine-image.sh
+var buildMachineImage string
+
+// MachineImage returns the Debian image test machines boot, building it
+// into ~/.cache/tend/machines once (about 40 s; needs debootstrap, which
+// the README's test command installs).
+func MachineImage(t testing.TB) string {
+	t.Helper()
+	home, _ := os.UserHomeDir()
+	dir := filepath.Join(home, ".cache", "tend", "machines")
+	img := filepath.Join(dir, "bookworm")
+	if _, err := os.Stat(filepath.Join(img, "usr/lib/systemd/systemd")); err == nil {
+		return img
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Packages building in parallel share the cache: one builds, the others wait.
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(img, "usr/lib/systemd/systemd")); err == nil {
+		return img
+	}
+	for _, tool := range []string{"debootstrap", "systemd-nspawn"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("test machines need %s (apt-get install debootstrap systemd-container; the README's test command does): %v", tool, err)
+		}
+	}
+	t.Logf("building the test machine image into %s (once)", img)
+	cmd := exec.Command("bash", "-c", buildMachineImage, "build-machine-image", img)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the test machine image: %v\n%s", err, out)
+	}
+	return img
+}
+
+// Machines is a set of test machines on one bridge: each a network
+// namespace and a systemd-nspawn container booting real systemd and sshd on
+// a private overlay of the shared image.
+type Machines struct {
+	// Gateway is the host's address on the bridge; servers the machines
+	// reach (git, apt) listen on it.
+	Gateway string
+	// ClientKey is the private key file root's authorized_keys accepts.
+	ClientKey string
+	Signer    ssh.Signer
+	List      []*Machine
+
+	bridge, image, dir string
+}
+
+// Machine is one test machine.
+type Machine struct {
+	Name string
+	IP   string
+	// HostKey is the machine's own ed25519 host key, in authorized_keys form.
+	HostKey string
+
+	set   *Machines
+	netns string
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+}
+
+// Addr is the machine's SSH address.
+func (m *Machine) Addr() string { return m.IP + ":22" }
+
+// NewMachines starts n machines and waits until each answers SSH with its
+// own host key. They are stopped when the test ends.
+func NewMachines(t testing.TB, n int) *Machines {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("test machines need root (network namespaces and systemd-nspawn)")
+	}
+	img := MachineImage(t)
+	ms := &Machines{image: img, dir: t.TempDir()}
+	priv, _ := keyPair(t, filepath.Join(ms.dir, "client_key"))
+	ms.ClientKey = filepath.Join(ms.dir, "client_key")
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms.Signer = signer
+	if err := os.WriteFile(filepath.Join(ms.dir, "authorized_keys"), ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A subnet of our own per test: packages run side by side.
+	var subnet int
+	for range 50 {
+		subnet = 100 + rand.IntN(150)
+		ms.bridge = fmt.Sprintf("tendbr%d", subnet)
+		if err := ipCmd("link", "add", ms.bridge, "type", "bridge"); err == nil {
+			break
+		}
+		ms.bridge = ""
+	}
+	if ms.bridge == "" {
+		t.Fatal("no free bridge name for the test machines")
+	}
+	t.Cleanup(func() { ipCmd("link", "del", ms.bridge) })
+	ms.Gateway = fmt.Sprintf("10.213.%d.1", subnet)
+	if err := ipCmd("addr", "add", ms.Gateway+"/24", "dev", ms.bridge); err != nil {
+		t.Fatal(err)
+	}
+	if err := ipCmd("link", "set", ms.bridge, "up"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		m := &Machine{Name: fmt.Sprintf("m%d", i+1), IP: fmt.Sprintf("10.213.%d.%d", subnet, 11+i), set: ms}
+		m.netns = fmt.Sprintf("tend%d-%s", subnet, m.Name)
+		if err := ms.addNet(m, subnet, i); err != nil {
+			t.Fatalf("machine %s network: %v", m.Name, err)
+		}
+		t.Cleanup(func() { ipCmd("netns", "del", m.netns); ipCmd("link", "del", "v"+m.netns) })
+		_, pub := keyPair(t, filepath.Join(ms.dir, m.Name+"_host_key"))
+		if err := os.WriteFile(filepath.Join(ms.dir, m.Name+"_host_key.pub"), ssh.MarshalAuthorizedKey(pub), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+		ms.List = append(ms.List, m)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, m := range ms.List {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.Start()
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, m := range ms.List {
+			m.Kill()
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("machine %s did not start: %v\nconsole:\n%s", ms.List[i].Name, err, ms.List[i].Console())
+		}
+	}
+	return ms
+}
+
+func (ms *Machines) addNet(m *Machine, subnet, i int) error {
+	veth := "v" + m.netns
+	if len(veth) > 15 {
+		return fmt.Errorf("interface name %s too long", veth)
+	}
+	steps := [][]string{
+		{"netns", "add", m.netns},
+		// A fixed MAC per address: re-created machines don't stall on stale ARP.
+		{"link", "add", veth, "type", "veth", "peer", "name", "host0", "address", fmt.Sprintf("02:42:0a:d5:%02x:%02x", subnet, 11+i), "netns", m.netns},
+		{"link", "set", veth, "master", ms.bridge, "up"},
+		{"-n", m.netns, "link", "set", "lo", "up"},
+		{"-n", m.netns, "addr", "add", m.IP + "/24", "dev", "host0"},
+		{"-n", m.netns, "link", "set", "host0", "up"},
+		{"-n", m.netns, "route", "add", "default", "via", ms.Gateway},
+	}
+	for _, s := range steps {
+		if err := ipCmd(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ipCmd(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// Start boots the machine (again) and waits for SSH. A restarted machine
+// starts from the image: its overlay lives in memory.
+func (m *Machine) Start() error {
+	ms := m.set
+	key := filepath.Join(ms.dir, m.Name+"_host_key")
+	console, err := os.Create(filepath.Join(ms.dir, m.Name+".console"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("systemd-nspawn", "-D", ms.image, "--volatile=overlay", "--register=no", "--keep-unit",
+		"--console=passive", "--network-namespace-path=/run/netns/"+m.netns, "--machine="+m.netns, "--hostname="+m.Name,
+		"--capability=CAP_NET_ADMIN",
+		"--bind-ro="+key+":/etc/ssh/ssh_host_ed25519_key", "--bind-ro="+key+".pub:/etc/ssh/ssh_host_ed25519_key.pub",
+		"--bind-ro="+filepath.Join(ms.dir, "authorized_keys")+":/root/.ssh/authorized_keys", "-b")
+	cmd.Stdout, cmd.Stderr = console, console
+	// Only /proc/sys/net becomes writable: the namespace is the machine's own.
+	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_API_VFS_WRITABLE=network")
+	if err := cmd.Start(); err != nil {
+		console.Close()
+		return fmt.Errorf("systemd-nspawn: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); console.Close(); close(done) }()
+	m.mu.Lock()
+	m.cmd, m.done = cmd, done
+	m.mu.Unlock()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("systemd-nspawn exited: %v", cmd.ProcessState)
+		default:
+		}
+		c, err := m.Dial()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no SSH on %s after 60 s", m.Addr())
+}
+
+// Kill powers the machine off at once (SIGKILL to nspawn), as a crash would.
+func (m *Machine) Kill() {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM) // a clean poweroff first
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	m.mu.Lock()
+	m.cmd = nil
+	m.mu.Unlock()
+}
+
+// Console returns what the machine printed while booting.
+func (m *Machine) Console() string {
+	b, _ := os.ReadFile(filepath.Join(m.set.dir, m.Name+".console"))
+	return string(b)
+}
+
+// Dial opens an SSH connection as root, verifying the host key.
+func (m *Machine) Dial() (*ssh.Client, error) {
+	hk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(m.HostKey))
+	if err != nil {
+		return nil, err
+	}
+	return ssh.Dial("tcp", m.Addr(), &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(m.set.Signer)},
+		HostKeyCallback: ssh.FixedHostKey(hk), Timeout: 2 * time.Second})
+}
+
+// Run runs a shell command on the machine and returns its output; it fails
+// the test when the command fails.
+func (m *Machine) Run(t testing.TB, command string) string {
+	t.Helper()
+	out, err := m.Exec(command)
+	if err != nil {
+		t.Fatalf("%s: %s: %v\n%s", m.Name, command, err, out)
+	}
+	return out
+}
+
+// Exec runs a shell command on the machine.
+func (m *Machine) Exec(command string) (string, error) {
+	c, err := m.Dial()
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	s, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer s.Close()
+	out, err := s.CombinedOutput(command)
+	return string(out), err
+}
+
+// Serve serves h on the bridge address, reachable from the machines, until
+// the test ends; it returns the base URL.
+func (ms *Machines) Serve(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ms.Gateway+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(ctx) //nolint:errcheck
+	})
+	return "http://" + ln.Addr().String()
+}
