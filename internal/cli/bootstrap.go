@@ -98,5 +98,6 @@ func newBootstrap(g *globals) *cobra.Command {
 	f.StringVar(&write, "write", "", "ops repository work tree to write the component into")
 	f.StringVar(&webhookSecretFile, "webhook-secret-file", "", "secret for the agent's push webhook")
 	f.BoolVar(&printOnly, "print", false, "print the manifests and stop")
+	cmd.AddCommand(newBootstrapMachines(g))
 	return cmd
 }

@@ -158,7 +158,7 @@ unreachable git or cluster).`,
 	var plainHTTPCharts bool
 	pf.BoolVar(&plainHTTPCharts, "plain-http-charts", false, "pull oci:// Helm charts over plain HTTP (local registries)")
 	root.PersistentPreRun = func(*cobra.Command, []string) { render.DefaultCharts.PlainHTTP = plainHTTPCharts }
-	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g))
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g), newNode(g), newMachines(g))
 	return root
 }
 

@@ -1,0 +1,479 @@
+// Package node is the agent that runs on every machine of a pool (`tend
+// node run`). It fetches the ops repository, picks out its own machine,
+// plans, applies only what differs, takes a rollout slot for disruptive
+// changes, and writes a status file that `tend node status` and `tend
+// machines status` read.
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"tend.dev/tend/internal/machine"
+	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/rollout"
+	"tend.dev/tend/internal/secret"
+	"tend.dev/tend/internal/source"
+)
+
+// Config is /etc/tend/node.yaml, written by `tend bootstrap machines`.
+type Config struct {
+	// Repo is the ops repository URL, without credentials.
+	Repo string `yaml:"repo" json:"repo"`
+	// Ref to follow (default: the remote's default branch).
+	Ref string `yaml:"ref,omitempty" json:"ref,omitempty"`
+	// Pool and Machine name this machine's entry.
+	Pool    string `yaml:"pool" json:"pool"`
+	Machine string `yaml:"machine" json:"machine"`
+	// CredentialFile holds a read-only git credential: "user:token" or a token.
+	CredentialFile string `yaml:"credentialFile,omitempty" json:"credentialFile,omitempty"`
+	// SSHKeyFile and KnownHostsFile are for ssh:// repositories.
+	SSHKeyFile     string `yaml:"sshKeyFile,omitempty" json:"sshKeyFile,omitempty"`
+	KnownHostsFile string `yaml:"knownHostsFile,omitempty" json:"knownHostsFile,omitempty"`
+	// AgeIdentityFile decrypts the pool's secret files.
+	AgeIdentityFile string `yaml:"ageIdentityFile,omitempty" json:"ageIdentityFile,omitempty"`
+	// SlotKeyFile is the key this machine takes rollout slots with.
+	SlotKeyFile string `yaml:"slotKeyFile,omitempty" json:"slotKeyFile,omitempty"`
+	// StateDir holds the status file and the checkout (default /var/lib/tend/node).
+	StateDir string `yaml:"stateDir,omitempty" json:"stateDir,omitempty"`
+	// Interval overrides the pool's interval.
+	Interval string `yaml:"interval,omitempty" json:"interval,omitempty"`
+}
+
+// DefaultConfig is where bootstrap writes the config.
+const DefaultConfig = "/etc/tend/node.yaml"
+
+// LoadConfig reads a config file.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, model.WithHint(fmt.Errorf("read node config: %w", err), "run `tend bootstrap machines` to install the agent, or pass --config")
+	}
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, model.WithHint(fmt.Errorf("%s: %w", path, err), "the file is written by tend bootstrap machines; re-run it")
+	}
+	if c.Repo == "" || c.Pool == "" || c.Machine == "" {
+		return nil, model.WithHint(fmt.Errorf("%s: repo, pool and machine are required", path), "re-run tend bootstrap machines")
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/tend/node"
+	}
+	return &c, nil
+}
+
+// Status is what the agent last did; it is written to StateDir/status.json.
+type Status struct {
+	Machine  string    `json:"machine"`
+	Pool     string    `json:"pool"`
+	Revision string    `json:"revision,omitempty"`
+	Time     time.Time `json:"time"`
+	Duration string    `json:"duration"`
+	// InSync is true when the machine matched git after the run.
+	InSync    bool `json:"inSync"`
+	Resources int  `json:"resources"`
+	// Changed are the changes this run made: new revisions and drift put back.
+	Changed []machine.Result `json:"changed,omitempty"`
+	// Failing are resources that could not be planned or applied.
+	Failing []machine.ResourceError `json:"failing,omitempty"`
+	// Pending are disruptive changes waiting for a rollout slot.
+	Pending []string `json:"pending,omitempty"`
+	// Slot says whether this machine holds a rollout slot, and why.
+	Slot           string `json:"slot,omitempty"`
+	RebootRequired bool   `json:"rebootRequired,omitempty"`
+	// LastError is a run-level error: git unreachable, the pool invalid.
+	LastError string `json:"lastError,omitempty"`
+	LastHint  string `json:"lastHint,omitempty"`
+	Version   string `json:"version,omitempty"`
+}
+
+// StatusFile is the status path under a state dir.
+func StatusFile(stateDir string) string { return filepath.Join(stateDir, "status.json") }
+
+// ReadStatus reads the status file.
+func ReadStatus(stateDir string) (*Status, error) {
+	b, err := os.ReadFile(StatusFile(stateDir))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, model.WithHint(fmt.Errorf("no status yet in %s", stateDir), "the agent writes it after its first run: systemctl status tend-node")
+		}
+		return nil, err
+	}
+	var s Status
+	return &s, json.Unmarshal(b, &s)
+}
+
+func writeStatus(stateDir string, s *Status) error {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	tmp := StatusFile(stateDir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, StatusFile(stateDir))
+}
+
+// Slots is how the agent takes rollout slots: the local store on the
+// coordinator, SSH to it elsewhere.
+type Slots interface {
+	Acquire(ctx context.Context, max int, reason string) (rollout.Grant, error)
+	Note(ctx context.Context, reason string) error
+	Release(ctx context.Context) error
+}
+
+// Agent converges one machine.
+type Agent struct {
+	Config  *Config
+	Sys     *machine.System
+	Version string
+	// Slots defaults to the pool's coordinator (see NewSlots).
+	Slots func(p *model.MachinePool) (Slots, error)
+	// Reboot runs when a change needs a reboot and the pool allows it.
+	Reboot func(ctx context.Context) error
+
+	src      source.Source
+	lastDir  string
+	lastRev  string
+	interval time.Duration
+}
+
+// held is the agent's own record that it holds a slot: it survives a
+// restart or a reboot in the middle of a rollout.
+func (a *Agent) heldFile() string { return filepath.Join(a.Config.StateDir, "slot-held") }
+
+func (a *Agent) source() (source.Source, error) {
+	if a.src != nil {
+		return a.src, nil
+	}
+	o := source.Options{Ref: a.Config.Ref, SSHKeyFile: a.Config.SSHKeyFile, KnownHostsFile: a.Config.KnownHostsFile,
+		CacheDir: filepath.Join(a.Config.StateDir, "git")}
+	if a.Config.CredentialFile != "" {
+		b, err := os.ReadFile(a.Config.CredentialFile)
+		if err != nil {
+			return nil, fmt.Errorf("read git credential: %w", err)
+		}
+		cred := strings.TrimSpace(string(b))
+		if u, p, ok := strings.Cut(cred, ":"); ok {
+			o.Username, o.Password = u, p
+		} else {
+			o.Token = cred
+		}
+	}
+	src, err := source.Open(a.Config.Repo, o)
+	if err != nil {
+		return nil, err
+	}
+	a.src = src
+	return src, nil
+}
+
+// Prepared is a compiled machine at a revision, ready to plan.
+type Prepared struct {
+	Pool     *model.MachinePool
+	Machine  *model.Machine
+	Desired  *machine.Desired
+	Revision string
+}
+
+// Prepare fetches the repository and compiles this machine's state. When
+// git cannot be reached it goes on with the last revision it had, so drift
+// is still corrected; the error is returned alongside.
+func (a *Agent) Prepare(ctx context.Context) (*Prepared, error, error) {
+	var fetchErr error
+	dir, rev := a.lastDir, a.lastRev
+	src, err := a.source()
+	if err == nil {
+		var r source.Revision
+		if r, err = src.Resolve(ctx); err == nil {
+			var d string
+			if d, err = src.Checkout(ctx, r); err == nil {
+				dir, rev = d, r.String()
+				a.lastDir, a.lastRev = dir, rev
+			}
+		}
+	}
+	if err != nil {
+		fetchErr = fmt.Errorf("fetch %s: %w", a.Config.Repo, err)
+		if dir == "" {
+			return nil, nil, fetchErr
+		}
+	}
+	repo, lerr := model.Load(dir)
+	pool, err := repo.MachinePool(a.Config.Pool)
+	if err != nil {
+		if lerr != nil {
+			return nil, fetchErr, lerr
+		}
+		return nil, fetchErr, err
+	}
+	m, err := pool.Machine(a.Config.Machine)
+	if err != nil {
+		return nil, fetchErr, err
+	}
+	ids := &secret.Identities{}
+	if a.Config.AgeIdentityFile != "" {
+		if _, err := ids.LoadFile(a.Config.AgeIdentityFile); err != nil {
+			return nil, fetchErr, err
+		}
+	}
+	d, err := machine.Compile(pool, m, machine.Options{Root: dir, Identities: ids, Facts: machine.GatherFacts(a.Sys), StateDir: a.Config.StateDir})
+	if err != nil {
+		return nil, fetchErr, err
+	}
+	return &Prepared{Pool: pool, Machine: m, Desired: d, Revision: rev}, fetchErr, nil
+}
+
+// Plan returns what the next apply would change, without changing anything.
+func (a *Agent) Plan(ctx context.Context) (*Prepared, *machine.Plan, error) {
+	p, fetchErr, err := a.Prepare(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fetchErr != nil {
+		return nil, nil, fetchErr
+	}
+	return p, machine.PlanState(ctx, a.Sys, p.Desired), nil
+}
+
+// Once runs one converge and writes the status file.
+func (a *Agent) Once(ctx context.Context) *Status {
+	start := time.Now()
+	st := &Status{Machine: a.Config.Machine, Pool: a.Config.Pool, Time: start.UTC(), Version: a.Version}
+	defer func() {
+		st.Duration = time.Since(start).Round(time.Millisecond).String()
+		writeStatus(a.Config.StateDir, st) //nolint:errcheck // the next run writes it again
+	}()
+	p, fetchErr, err := a.Prepare(ctx)
+	if err != nil {
+		st.LastError, st.LastHint = err.Error(), model.HintOf(err)
+		return st
+	}
+	if fetchErr != nil {
+		st.LastError, st.LastHint = fetchErr.Error(), "the agent keeps applying the last revision it fetched"
+	}
+	st.Revision, st.Resources = p.Revision, p.Desired.Len()
+	a.interval = p.Pool.Spec.IntervalOrDefault()
+
+	slots, serr := a.slots(p.Pool)
+	held := a.holdsSlot()
+	if held {
+		st.Slot = "held"
+	}
+	plan := machine.PlanState(ctx, a.Sys, p.Desired)
+	st.Failing = append(st.Failing, plan.Errors...)
+
+	// Disruptive changes wait for a slot; so do the files whose change
+	// would restart a disruptive unit.
+	keep := func(machine.Change) bool { return true }
+	if plan.Disruptive() && !held {
+		if serr != nil {
+			keep = nonDisruptive(plan)
+			st.Slot = "unavailable: " + serr.Error()
+		} else if g, err := slots.Acquire(ctx, p.Pool.Spec.Rollout.MaxUnavailableOrDefault(), "applying "+summary(plan)); err != nil {
+			keep = nonDisruptive(plan)
+			st.Slot = "unavailable: " + err.Error()
+		} else if !g.Granted {
+			keep = nonDisruptive(plan)
+			st.Slot = "waiting: " + describeHolders(g.Holders)
+		} else {
+			held = true
+			a.markHeld(true)
+			st.Slot = "held"
+		}
+	}
+	for _, c := range plan.Changes {
+		if !keep(c) {
+			st.Pending = append(st.Pending, c.String())
+		}
+	}
+	results := machine.Apply(ctx, a.Sys, plan, keep)
+	disruptiveFailed := false
+	for _, r := range results {
+		if r.Error != "" {
+			st.Failing = append(st.Failing, machine.ResourceError{Resource: r.Resource, Error: r.Error, Hint: r.Hint})
+			if r.Disruptive {
+				disruptiveFailed = true
+			}
+		} else {
+			st.Changed = append(st.Changed, r)
+			if r.Reboot {
+				st.RebootRequired = true
+			}
+		}
+	}
+	if held {
+		a.finishSlot(ctx, p, slots, st, disruptiveFailed)
+	}
+	st.InSync = len(st.Failing) == 0 && len(st.Pending) == 0 && fetchErr == nil && !st.RebootRequired
+	return st
+}
+
+// finishSlot releases the slot once the machine is healthy, and keeps it,
+// with the reason, when it is not.
+func (a *Agent) finishSlot(ctx context.Context, p *Prepared, slots Slots, st *Status, failed bool) {
+	if slots == nil {
+		return
+	}
+	if failed {
+		reason := "apply failed: " + st.Failing[len(st.Failing)-1].Resource
+		slots.Note(ctx, reason)
+		st.Slot = "held: " + reason
+		return
+	}
+	if st.RebootRequired && p.Pool.Spec.Rollout.Reboot && a.Reboot != nil {
+		slots.Note(ctx, "rebooting")
+		st.Slot = "held: rebooting"
+		if err := a.Reboot(ctx); err == nil {
+			return // health is checked after the reboot, still holding the slot
+		}
+	}
+	if err := Health(ctx, p.Pool.Spec.Rollout); err != nil {
+		reason := "health check failed: " + err.Error()
+		slots.Note(ctx, reason)
+		st.Slot = "held: " + reason
+		st.Failing = append(st.Failing, machine.ResourceError{Resource: "health", Error: err.Error(),
+			Hint: "the machine keeps its rollout slot, so no other machine starts a disruptive change; fix the cause, or free the slot with tend machines release"})
+		return
+	}
+	if err := slots.Release(ctx); err != nil {
+		st.Slot = "held: release failed: " + err.Error()
+		return
+	}
+	a.markHeld(false)
+	st.Slot = ""
+}
+
+func (a *Agent) holdsSlot() bool {
+	_, err := os.Stat(a.heldFile())
+	return err == nil
+}
+
+func (a *Agent) markHeld(h bool) {
+	if h {
+		os.MkdirAll(a.Config.StateDir, 0o700)
+		os.WriteFile(a.heldFile(), []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o600)
+		return
+	}
+	os.Remove(a.heldFile())
+}
+
+func (a *Agent) slots(p *model.MachinePool) (Slots, error) {
+	if a.Slots != nil {
+		return a.Slots(p)
+	}
+	return NewSlots(p, a.Config)
+}
+
+func nonDisruptive(p *machine.Plan) func(machine.Change) bool {
+	// Files that would restart a disruptive unit wait with it.
+	held := map[string]bool{}
+	for _, c := range p.Changes {
+		if c.Disruptive {
+			for _, f := range machine.RestartFiles(c) {
+				held["file "+f] = true
+			}
+		}
+	}
+	return func(c machine.Change) bool { return !c.Disruptive && !held[c.Resource] }
+}
+
+func summary(p *machine.Plan) string {
+	var parts []string
+	for _, c := range p.Changes {
+		if c.Disruptive {
+			parts = append(parts, c.String())
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func describeHolders(hs []rollout.Holder) string {
+	var parts []string
+	for _, h := range hs {
+		s := h.Machine
+		if h.Reason != "" {
+			s += " (" + h.Reason + ")"
+		}
+		parts = append(parts, s)
+	}
+	return "slots held by " + strings.Join(parts, ", ")
+}
+
+// Health runs the pool's health checks until they pass or the timeout.
+func Health(ctx context.Context, r model.Rollout) error {
+	if len(r.Health) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.HealthTimeoutOrDefault())
+	defer cancel()
+	var last error
+	for {
+		last = healthOnce(ctx, r.Health)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func healthOnce(ctx context.Context, checks []model.HealthCheck) error {
+	for _, h := range checks {
+		if h.Command != "" {
+			sys := machine.Host()
+			if _, err := machine.Shell(ctx, sys, h.Command); err != nil {
+				return fmt.Errorf("%s: %w", h.Command, err)
+			}
+			continue
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.HTTP, nil)
+		c := &http.Client{Timeout: 5 * time.Second}
+		resp, err := c.Do(req)
+		if err != nil {
+			return fmt.Errorf("%s: %w", h.HTTP, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			return fmt.Errorf("%s answered %s", h.HTTP, resp.Status)
+		}
+	}
+	return nil
+}
+
+// Run converges every interval until ctx ends, calling report after each run.
+func (a *Agent) Run(ctx context.Context, report func(*Status)) {
+	for {
+		st := a.Once(ctx)
+		if report != nil {
+			report(st)
+		}
+		interval := a.interval
+		if d, err := time.ParseDuration(a.Config.Interval); err == nil && d > 0 {
+			interval = d
+		}
+		if interval <= 0 {
+			interval = time.Minute
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
