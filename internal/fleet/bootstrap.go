@@ -26,7 +26,7 @@ const (
 	SlotKeyPath    = "/etc/tend/slot_key"
 	UnitPath       = "/etc/systemd/system/tend-node.service"
 	SlotUser       = "tend-slots"
-	SlotHome       = "/var/lib/tend/slots"
+	SlotHome       = "/var/lib/tend-slots"
 )
 
 // unit is the node agent's systemd service.
@@ -288,7 +288,7 @@ func setupCoordinator(ctx context.Context, d *Dialer, p *model.MachinePool, coor
 	}
 	sort.Strings(lines)
 	content := []byte("# Written by tend bootstrap machines: each key may only take rollout slots for its machine.\n" + strings.Join(lines, "\n") + "\n")
-	if _, err := s.run(ctx, fmt.Sprintf("id -u %[1]s >/dev/null 2>&1 || useradd --system --home-dir %[2]s --create-home --shell /bin/sh %[1]s; "+
+	if _, err := s.run(ctx, fmt.Sprintf("id -u %[1]s >/dev/null 2>&1 || useradd --system --home-dir %[2]s --create-home --shell /bin/sh %[1]s; usermod -p '*' %[1]s; "+
 		"install -d -m 0700 -o %[1]s -g %[1]s %[2]s %[2]s/.ssh", SlotUser, SlotHome), nil); err != nil {
 		return nil, fmt.Errorf("create %s: %w", SlotUser, err)
 	}

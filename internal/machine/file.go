@@ -66,7 +66,14 @@ func (f *fileRes) plan(ctx context.Context, sys *System) (*Change, error) {
 	}
 	uid, gid, err := owner(sys, f.owner, f.group)
 	if err != nil {
-		return nil, err
+		// The user may be created earlier in this same apply; apply
+		// resolves the owner again and fails if it is still missing.
+		c := diffFile(f, st, -1, -1)
+		if c == nil {
+			c = &Change{Action: Update}
+		}
+		c.Details = append(c.Details, fmt.Sprintf("owner → %s:%s (not on the machine yet)", orDash(f.owner), orDash(f.group)))
+		return c, nil
 	}
 	return diffFile(f, st, uid, gid), nil
 }
@@ -193,7 +200,7 @@ func (d *dirRes) plan(ctx context.Context, sys *System) (*Change, error) {
 	}
 	uid, gid, err := owner(sys, d.owner, d.group)
 	if err != nil {
-		return nil, err
+		return &Change{Action: Update, Details: []string{fmt.Sprintf("owner → %s:%s (not on the machine yet)", orDash(d.owner), orDash(d.group))}}, nil
 	}
 	var det []string
 	if fi.Mode().Perm() != d.mode {

@@ -125,7 +125,15 @@ func (m *modulesRes) loaded(sys *System) map[string]bool {
 	syscall.Uname(&uts)
 	rel := utsString(uts.Release[:])
 	bi, _ := os.ReadFile(sys.Path("/lib/modules/" + rel + "/modules.builtin"))
-	return loadedModules(pm, bi)
+	out := loadedModules(pm, bi)
+	// A module built into the kernel with parameters shows only in sysfs.
+	for _, n := range m.names {
+		n = strings.ReplaceAll(n, "-", "_")
+		if _, err := os.Stat(sys.Path("/sys/module/" + n)); err == nil {
+			out[n] = true
+		}
+	}
+	return out
 }
 
 func utsString(b []int8) string {

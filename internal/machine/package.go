@@ -81,7 +81,14 @@ func (a *Apt) Install(ctx context.Context, sys *System, specs []string) error {
 	}
 	args := append([]string{"install", "-y", "-q", "--no-install-recommends", "--allow-downgrades", "--allow-change-held-packages",
 		"-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef"}, specs...)
-	if _, err := sys.run(ctx, "apt-get", args...); err != nil {
+	_, err := sys.run(ctx, "apt-get", args...)
+	if err != nil && strings.Contains(err.Error(), "dpkg --configure -a") {
+		// A run killed in the middle left dpkg half done: finish it, then retry.
+		if _, cerr := sys.run(ctx, "dpkg", "--configure", "-a", "--force-confold"); cerr == nil {
+			_, err = sys.run(ctx, "apt-get", args...)
+		}
+	}
+	if err != nil {
 		if e, ok := err.(*ExecError); ok && strings.Contains(e.Out, "Unable to locate package") || strings.Contains(err.Error(), "has no installation candidate") {
 			return withHint(err, "check the package name, and that the machine's apt sources carry it")
 		}

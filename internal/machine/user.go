@@ -200,6 +200,12 @@ func (u *userRes) apply(ctx context.Context, sys *System, c *Change) error {
 		if len(groups) > 0 {
 			args = append(args, "-G", strings.Join(groups, ","))
 		}
+		// A group of the user's own name becomes its primary group;
+		// useradd would otherwise refuse to create the user.
+		gr, _ := os.ReadFile(sys.Path("/etc/group"))
+		if _, ok := parseGroup(gr)[u.name]; ok {
+			args = append(args, "-g", u.name)
+		}
 		if _, err := sys.run(ctx, "useradd", append(args, u.name)...); err != nil {
 			return withHint(err, "groups must exist first: list them under state.groups")
 		}

@@ -96,6 +96,10 @@ type Status struct {
 	LastError string `json:"lastError,omitempty"`
 	LastHint  string `json:"lastHint,omitempty"`
 	Version   string `json:"version,omitempty"`
+	// Processes and PackageManagerRuns count the commands the run started:
+	// a run with nothing to change starts no package manager.
+	Processes          int64 `json:"processes"`
+	PackageManagerRuns int64 `json:"packageManagerRuns"`
 }
 
 // StatusFile is the status path under a state dir.
@@ -252,7 +256,10 @@ func (a *Agent) Plan(ctx context.Context) (*Prepared, *machine.Plan, error) {
 func (a *Agent) Once(ctx context.Context) *Status {
 	start := time.Now()
 	st := &Status{Machine: a.Config.Machine, Pool: a.Config.Pool, Time: start.UTC(), Version: a.Version}
+	execs0, pm0 := a.Sys.Execs()
 	defer func() {
+		execs, pm := a.Sys.Execs()
+		st.Processes, st.PackageManagerRuns = execs-execs0, pm-pm0
 		st.Duration = time.Since(start).Round(time.Millisecond).String()
 		writeStatus(a.Config.StateDir, st) //nolint:errcheck // the next run writes it again
 	}()

@@ -51,7 +51,7 @@ var ErrBusy = errors.New("no rollout slot free")
 type Store struct{ Dir string }
 
 // DefaultDir is where the coordinator keeps the slots.
-const DefaultDir = "/var/lib/tend/slots"
+const DefaultDir = "/var/lib/tend-slots"
 
 func (s Store) file(pool string) string { return filepath.Join(s.Dir, pool+".json") }
 

@@ -16,6 +16,7 @@ import (
 	sopsage "github.com/getsops/sops/v3/age"
 	"github.com/getsops/sops/v3/config"
 	"github.com/getsops/sops/v3/keys"
+	sopsjson "github.com/getsops/sops/v3/stores/json"
 	sopsyaml "github.com/getsops/sops/v3/stores/yaml"
 	"github.com/getsops/sops/v3/version"
 
@@ -24,9 +25,35 @@ import (
 
 var sopsKey = regexp.MustCompile(`(?m)^sops:\s*$`)
 
-// IsEncrypted reports whether data is a SOPS-encrypted YAML file.
+var sopsJSONKey = regexp.MustCompile(`(?m)^\s*"sops":\s*\{`)
+
+// IsEncrypted reports whether data is a SOPS-encrypted file: YAML, or the
+// JSON envelope SOPS uses for JSON and for any other file (binary).
 func IsEncrypted(data []byte) bool {
-	return sopsKey.Match(data) && bytes.Contains(data, []byte("mac:"))
+	return sopsKey.Match(data) && bytes.Contains(data, []byte("mac:")) ||
+		sopsJSONKey.Match(data) && bytes.Contains(data, []byte(`"mac":`))
+}
+
+// store is the part of a SOPS store tend uses.
+type store interface {
+	LoadEncryptedFile([]byte) (sops.Tree, error)
+	LoadPlainFile([]byte) (sops.TreeBranches, error)
+	EmitEncryptedFile(sops.Tree) ([]byte, error)
+	EmitPlainFile(sops.TreeBranches) ([]byte, error)
+	HasSopsTopLevelKey(sops.TreeBranch) bool
+}
+
+// storeFor picks the format as the sops CLI does, by extension: YAML,
+// JSON, or binary (the whole file as one encrypted value) for the rest,
+// such as a certificate or a password file a machine needs verbatim.
+func storeFor(file string) store {
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".yaml", ".yml":
+		return &sopsyaml.Store{}
+	case ".json":
+		return sopsjson.NewStore(&config.JSONStoreConfig{})
+	}
+	return sopsjson.NewBinaryStore(&config.JSONBinaryStoreConfig{})
 }
 
 // DefaultEncryptedRegex encrypts only the values of Kubernetes Secrets,
@@ -37,7 +64,7 @@ const DefaultEncryptedRegex = "^(data|stringData)$"
 // and its recipients, when no identity matches, and when the MAC does not
 // match (a tampered or truncated file): it never returns partial data.
 func Decrypt(file string, data []byte, ids *Identities) ([]byte, error) {
-	store := &sopsyaml.Store{}
+	store := storeFor(file)
 	tree, err := store.LoadEncryptedFile(data)
 	if err != nil {
 		return nil, &model.Error{Origin: model.Origin{File: file}, Msg: "not a valid SOPS file: " + err.Error(),
@@ -115,7 +142,7 @@ func RuleFor(path string) (*Rule, error) {
 
 // Encrypt encrypts plain YAML for the rule's recipients with a new data key.
 func Encrypt(file string, plain []byte, r *Rule) ([]byte, error) {
-	store := &sopsyaml.Store{}
+	store := storeFor(file)
 	branches, err := store.LoadPlainFile(plain)
 	if err != nil {
 		return nil, &model.Error{Origin: model.Origin{File: file}, Msg: "read YAML: " + err.Error(), Hint: "fix the YAML first"}
@@ -154,7 +181,7 @@ func encryptTree(tree *sops.Tree, dataKey []byte) error {
 // a new data key. changed is false, and the file left as it was, when the
 // recipients already match and rotate is false.
 func Reencrypt(file string, data []byte, ids *Identities, r *Rule, rotate bool) ([]byte, bool, error) {
-	store := &sopsyaml.Store{}
+	store := storeFor(file)
 	tree, err := store.LoadEncryptedFile(data)
 	if err != nil {
 		return nil, false, &model.Error{Origin: model.Origin{File: file}, Msg: "not a valid SOPS file: " + err.Error()}

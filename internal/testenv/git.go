@@ -23,6 +23,13 @@ type GitServer struct {
 // NewGitServer starts git http-backend on loopback for the test.
 func NewGitServer(t testing.TB, user, password string) *GitServer {
 	t.Helper()
+	return NewGitServerOn(t, "127.0.0.1", user, password)
+}
+
+// NewGitServerOn is NewGitServer listening on host (a test bridge's
+// address, so that test machines can fetch).
+func NewGitServerOn(t testing.TB, host, user, password string) *GitServer {
+	t.Helper()
 	backend, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
 		t.Fatalf("git is needed for the git server (apt-get install git): %v", err)
@@ -33,7 +40,7 @@ func NewGitServer(t testing.TB, user, password string) *GitServer {
 	}
 	s := &GitServer{Root: t.TempDir(), User: user, Password: password}
 	h := &cgi.Handler{Path: bin, Env: []string{"GIT_PROJECT_ROOT=" + s.Root, "GIT_HTTP_EXPORT_ALL=1", "REMOTE_USER=tend-test"}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -214,6 +214,9 @@ func (m *Machine) Start() error {
 	cmd := exec.Command("systemd-nspawn", "-D", ms.image, "--volatile=overlay", "--register=no", "--keep-unit",
 		"--console=passive", "--network-namespace-path=/run/netns/"+m.netns, "--machine="+m.netns, "--hostname="+m.Name,
 		"--capability=CAP_NET_ADMIN",
+		// The machine shares the host's kernel: let it see which modules
+		// that kernel has, as it would on a VM (nspawn hides /sys/module).
+		"--bind-ro=/sys/module:/sys/module",
 		"--bind-ro="+key+":/etc/ssh/ssh_host_ed25519_key", "--bind-ro="+key+".pub:/etc/ssh/ssh_host_ed25519_key.pub",
 		"--bind-ro="+filepath.Join(ms.dir, "authorized_keys")+":/root/.ssh/authorized_keys", "-b")
 	cmd.Stdout, cmd.Stderr = console, console

@@ -1,0 +1,83 @@
+package testenv
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// TendBinary builds tend once per test process (static, for test machines)
+// and returns its path.
+func TendBinary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		dir, err := os.MkdirTemp("", "tend-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "tend")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, "./cmd/tend")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build ./cmd/tend: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// Deb is a small package for a test apt repository.
+type Deb struct {
+	Name, Version string
+	// Files maps paths in the package to content.
+	Files map[string]string
+}
+
+// AptRepo builds debs with dpkg-deb, indexes them with dpkg-scanpackages
+// and serves the repository on the machines' bridge. It returns the line
+// for /etc/apt/sources.list.d.
+func (ms *Machines) AptRepo(t testing.TB, debs []Deb) string {
+	t.Helper()
+	for _, tool := range []string{"dpkg-deb", "dpkg-scanpackages"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the test apt repository needs %s (apt-get install dpkg-dev; the README's test command does)", tool)
+		}
+	}
+	repo := t.TempDir()
+	for _, d := range debs {
+		src := t.TempDir()
+		WriteFiles(t, src, map[string]string{"DEBIAN/control": fmt.Sprintf(
+			"Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: tend tests <test@tend.invalid>\nDescription: tend test package\n", d.Name, d.Version)})
+		WriteFiles(t, src, d.Files)
+		out := filepath.Join(repo, fmt.Sprintf("%s_%s_all.deb", d.Name, d.Version))
+		if b, err := exec.Command("dpkg-deb", "--root-owner-group", "--build", src, out).CombinedOutput(); err != nil {
+			t.Fatalf("dpkg-deb: %v\n%s", err, b)
+		}
+	}
+	idx, err := exec.Command("sh", "-c", "cd "+repo+" && dpkg-scanpackages --multiversion . /dev/null 2>/dev/null").Output()
+	if err != nil {
+		t.Fatalf("dpkg-scanpackages: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "Packages"), idx, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := ms.Serve(t, http.FileServer(http.Dir(repo)))
+	return fmt.Sprintf("deb [trusted=yes] %s/ ./\n", url)
+}
