@@ -33,12 +33,14 @@ type lab struct {
 	repoURL  string
 	poolFile string
 	head     string
+	// machineState is YAML under a machine's own state (6 spaces in).
+	machineState map[string]string
 }
 
 func newLab(t *testing.T) *lab {
 	bin := testenv.TendBinary(t)
 	ms := testenv.NewMachines(t, 3)
-	l := &lab{t: t, ms: ms, bin: bin}
+	l := &lab{t: t, ms: ms, bin: bin, machineState: map[string]string{}}
 	l.git = testenv.NewGitServerOn(t, ms.Gateway, "machines", "read-only-token")
 	l.wt = l.git.Repo(t, "ops")
 	l.repoURL = l.git.URL + "/ops.git"
@@ -80,6 +82,9 @@ spec:
 `, spec)
 	for _, m := range l.ms.List {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %s\n    hostKey: %s\n    vars: {role: web}\n", m.Name, m.IP, m.HostKey)
+		if st := l.machineState[m.Name]; st != "" {
+			b.WriteString("    state:\n" + st)
+		}
 	}
 	for _, m := range machines {
 		b.WriteString(m)
@@ -121,9 +126,11 @@ type fleetStatus struct {
 
 func (l *lab) status() fleetStatus {
 	l.t.Helper()
-	_, out, _ := l.tend("machines", "status", "--pool", l.poolFile, "-i", l.ms.ClientKey, "-o", "json")
+	code, out, errOut := l.tend("machines", "status", "--pool", l.poolFile, "-i", l.ms.ClientKey, "-o", "json")
 	var fs fleetStatus
-	json.Unmarshal([]byte(out), &fs)
+	if err := json.Unmarshal([]byte(out), &fs); err != nil || code == 2 {
+		l.t.Fatalf("machines status = %d: %v\n%s%s", code, err, out, errOut)
+	}
 	return fs
 }
 
@@ -236,6 +243,7 @@ func TestMachines(t *testing.T) {
 	l.wait("first converge", 3*time.Minute, synced)
 
 	t.Run("resources", func(t *testing.T) {
+		l.t = t
 		for _, m := range l.ms.List {
 			checks := map[string]string{
 				"cat /etc/motd":                                         m.Name + " of pool web, role web\nos debian 12\n",
@@ -269,6 +277,7 @@ func TestMachines(t *testing.T) {
 	})
 
 	t.Run("idempotent", func(t *testing.T) {
+		l.t = t
 		code, out, errOut := l.bootstrap()
 		if code != 0 || strings.Contains(errOut, "copied") || strings.Contains(errOut, "written") || strings.Contains(errOut, "restarted") {
 			t.Fatalf("second bootstrap changed something: %d\n%s\n%s", code, out, errOut)
@@ -282,6 +291,7 @@ func TestMachines(t *testing.T) {
 	})
 
 	t.Run("drift", func(t *testing.T) {
+		l.t = t
 		m2 := l.ms.List[1]
 		m2.Run(t, "echo edited > /etc/hello.conf; dpkg -r tend-hello >/dev/null; nft flush ruleset")
 		deadline := time.Now().Add(60 * time.Second)
@@ -301,6 +311,238 @@ func TestMachines(t *testing.T) {
 			if !strings.Contains(logs, want) {
 				t.Errorf("agent log lacks %s:\n%s", want, logs)
 			}
+		}
+	})
+}
+
+func failing(st *node.Status, resource string) string {
+	for _, f := range st.Failing {
+		if f.Resource == resource {
+			return f.Error + " | hint: " + f.Hint
+		}
+	}
+	return ""
+}
+
+// slotsOn reads the coordinator's slot file.
+func (l *lab) slotsOn() rollout.Slots {
+	var s rollout.Slots
+	out, _ := l.ms.List[0].Exec("cat /var/lib/tend-slots/web.json 2>/dev/null")
+	json.Unmarshal([]byte(out), &s)
+	return s
+}
+
+func TestMachineFaults(t *testing.T) {
+	l := newLab(t)
+	l.commit("web pool", l.pool(baseState, ""))
+	if code, out, errOut := l.bootstrap(); code != 0 {
+		t.Fatalf("bootstrap = %d\n%s\n%s", code, out, errOut)
+	}
+	l.wait("first converge", 3*time.Minute, synced)
+	m1, m3 := l.ms.List[0], l.ms.List[2]
+
+	t.Run("host key mismatch", func(t *testing.T) {
+		l.t = t
+		bad := strings.Replace(l.pool(baseState, ""), l.ms.List[1].HostKey, m1.HostKey, 1)
+		f := filepath.Join(t.TempDir(), "web.yaml")
+		os.WriteFile(f, []byte(bad), 0o644)
+		code, out, errOut := l.tend("bootstrap", "machines", "--pool", f, "--repo", l.repoURL, "-i", l.ms.ClientKey, "--binary", l.bin, "--age-identity", l.ageKey)
+		if code != 2 || !strings.Contains(errOut, "machine m2 ("+l.ms.List[1].Addr()+"): host key mismatch") || !strings.Contains(errOut, "hint:") ||
+			!strings.Contains(out, "2 of 3 machines bootstrapped") {
+			t.Fatalf("bootstrap with a wrong host key = %d\n%s\n%s", code, out, errOut)
+		}
+	})
+
+	t.Run("unreachable machine", func(t *testing.T) {
+		l.t = t
+		gone := fmt.Sprintf("  - name: m9\n    address: %s\n    hostKey: %s\n", strings.TrimSuffix(l.ms.Gateway, ".1")+".99", m1.HostKey)
+		f := filepath.Join(t.TempDir(), "web.yaml")
+		os.WriteFile(f, []byte(l.pool(baseState, "", gone)), 0o644)
+		code, out, errOut := l.tend("machines", "status", "--pool", f, "-i", l.ms.ClientKey, "--timeout", "20s")
+		if code != 1 || !strings.Contains(out, "m9") || !strings.Contains(out, "unreachable") || strings.Count(out, "in sync") != 3 || !strings.Contains(errOut, "m9: machine m9: connect") {
+			t.Fatalf("status with an unreachable machine = %d\n%s\n%s", code, out, errOut)
+		}
+		t.Logf("tend machines status:\n%s%s", out, errOut)
+	})
+
+	t.Run("package that does not exist", func(t *testing.T) {
+		l.t = t
+		l.commit("bad package", l.pool(strings.Replace(baseState, "    packages:\n", "    packages:\n    - {name: no-such-package}\n", 1), ""))
+		fs := l.wait("the bad package reported", time.Minute, func(_ string, st *node.Status) bool {
+			return strings.Contains(failing(st, "package no-such-package"), "Unable to locate package") && len(st.Failing) == 1
+		})
+		t.Logf("status: %s", failing(fs.Machines[0].Status, "package no-such-package"))
+		l.commit("good again", l.pool(baseState, ""))
+		l.wait("in sync", time.Minute, synced)
+	})
+
+	t.Run("nftables syntax error", func(t *testing.T) {
+		l.t = t
+		l.commit("bad ruleset", l.pool(strings.Replace(baseState, `tcp dport 8080 accept comment "marker-v1"`, `tcp dport 8080 acept`, 1), ""))
+		l.wait("the bad ruleset refused in plan", time.Minute, func(_ string, st *node.Status) bool {
+			return strings.Contains(failing(st, "firewall /etc/nftables.conf"), "nftables rejects the ruleset")
+		})
+		for _, m := range l.ms.List {
+			if !strings.Contains(m.Run(t, "nft list ruleset"), "marker-v1") {
+				t.Errorf("%s: the live ruleset was touched", m.Name)
+			}
+		}
+		if s := l.slotsOn(); len(s.Holders) != 0 {
+			t.Errorf("a refused ruleset took a slot: %+v", s)
+		}
+	})
+
+	t.Run("ruleset cutting off SSH", func(t *testing.T) {
+		l.t = t
+		l.commit("no ssh", l.pool(strings.Replace(baseState, "tcp dport 22 accept", "", 1), ""))
+		l.wait("the ruleset refused", time.Minute, func(_ string, st *node.Status) bool {
+			return strings.Contains(failing(st, "firewall /etc/nftables.conf"), "would cut off SSH")
+		})
+		if _, err := m1.Exec("true"); err != nil {
+			t.Fatalf("SSH was cut off: %v", err)
+		}
+		l.commit("good again", l.pool(baseState, ""))
+		l.wait("in sync", time.Minute, synced)
+	})
+
+	t.Run("unit that fails to start", func(t *testing.T) {
+		l.t = t
+		broken := strings.Replace(strings.Replace(baseState, "ExecStart=/bin/sleep infinity", "ExecStart=/bin/false", 1),
+			"- name: hello.service\n", "- name: hello.service\n      disruptive: true\n", 1)
+		l.commit("broken unit", l.pool(broken, "  rollout: {maxUnavailable: 1}\n"))
+		deadline := time.Now().Add(time.Minute)
+		var holder string
+		for holder == "" {
+			s := l.slotsOn()
+			if len(s.Holders) == 1 && strings.Contains(s.Holders[0].Reason, "apply failed: unit hello.service") {
+				holder = s.Holders[0].Machine
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no machine holds the slot after the failed restart: %+v", s)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		fs := l.wait("the failure reported", time.Minute, func(m string, st *node.Status) bool {
+			if m == holder {
+				return strings.Contains(failing(st, "unit hello.service"), "previous unit file was restored")
+			}
+			return len(st.Pending) > 0 && strings.Contains(st.Slot, "waiting")
+		})
+		for _, m := range l.ms.List {
+			if m.Name == holder {
+				if got := m.Run(t, "grep ExecStart /etc/systemd/system/hello.service; systemctl is-active hello"); got != "ExecStart=/bin/sleep infinity\nactive\n" {
+					t.Errorf("%s: the previous unit was not restored: %q", m.Name, got)
+				}
+			} else if got := m.Run(t, "grep ExecStart /etc/systemd/system/hello.service"); got != "ExecStart=/bin/sleep infinity\n" {
+				t.Errorf("%s changed its unit while another machine held the slot", m.Name)
+			}
+		}
+		for _, m := range fs.Machines {
+			if m.Machine == holder {
+				t.Logf("%s: %s", m.Machine, failing(m.Status, "unit hello.service"))
+			}
+		}
+		// Back to a working unit: the holder heals, frees its slot, all converge.
+		l.commit("unit fixed", l.pool(baseState, ""))
+		l.wait("in sync", time.Minute, synced)
+		if s := l.slotsOn(); len(s.Holders) != 0 {
+			t.Errorf("slot still held: %+v", s)
+		}
+	})
+
+	t.Run("agent killed mid-apply", func(t *testing.T) {
+		l.t = t
+		m3.Run(t, "systemctl stop tend-node")
+		l.commit("extra package", l.pool(strings.Replace(baseState, "    packages:\n", "    packages:\n    - {name: tend-extra}\n", 1), ""))
+		// Kill a run while apt works, then run again.
+		m3.Run(t, "(tend node apply >/dev/null 2>&1 &) ; sleep 0.7; pkill -KILL -f '[t]end node apply'; pkill -KILL apt-get; pkill -KILL dpkg; true")
+		var st node.Status
+		out, _ := m3.Exec("tend node apply -o json")
+		json.Unmarshal([]byte(out), &st)
+		if !st.InSync || m3.Run(t, "cat /usr/share/tend-extra/README") != "extra\n" {
+			t.Fatalf("the run after the kill did not converge:\n%s", out)
+		}
+		m3.Run(t, "systemctl start tend-node")
+		l.wait("in sync", time.Minute, synced)
+	})
+
+	t.Run("full disk", func(t *testing.T) {
+		l.t = t
+		m3.Run(t, "mkdir -p /srv/small && mount -t tmpfs -o size=16k tmpfs /srv/small")
+		l.machineState["m3"] = "      files:\n      - {path: /srv/small/data, content: \"old content\\n\"}\n"
+		l.commit("small file", l.pool(baseState, ""))
+		l.wait("in sync", time.Minute, synced)
+		l.machineState["m3"] = fmt.Sprintf("      files:\n      - {path: /srv/small/data, content: %q}\n", strings.Repeat("x", 64<<10))
+		l.commit("big file", l.pool(baseState, ""))
+		l.wait("the full disk reported", time.Minute, func(m string, st *node.Status) bool {
+			return m != "m3" || strings.Contains(failing(st, "file /srv/small/data"), "no space left")
+		})
+		if got := m3.Run(t, "cat /srv/small/data; ls -A /srv/small"); got != "old content\ndata\n" {
+			t.Fatalf("the old file was not kept whole: %q", got)
+		}
+		delete(l.machineState, "m3")
+		l.commit("no small file", l.pool(baseState, ""))
+		l.wait("in sync", time.Minute, synced)
+	})
+
+	t.Run("rollout bound", func(t *testing.T) {
+		l.t = t
+		// A disruptive change on all three, maxUnavailable 1, a health check
+		// that takes a while: never two machines at once.
+		changed := strings.Replace(strings.Replace(baseState, "ExecStart=/bin/sleep infinity", "ExecStart=/bin/sleep 100000", 1),
+			"- name: hello.service\n", "- name: hello.service\n      disruptive: true\n", 1)
+		l.commit("roll", l.pool(changed, "  rollout:\n    maxUnavailable: 1\n    health: [{command: \"sleep 2 && systemctl is-active hello\"}]\n"))
+		seen, most := map[string]bool{}, 0
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			s := l.slotsOn()
+			most = max(most, len(s.Holders))
+			for _, h := range s.Holders {
+				seen[h.Machine] = true
+			}
+			done := 0
+			for _, m := range l.ms.List {
+				if strings.Contains(m.Run(t, "grep ExecStart /etc/systemd/system/hello.service"), "100000") && len(s.Holders) == 0 {
+					done++
+				}
+			}
+			if done == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the rollout did not finish: %+v", s)
+			}
+			time.Sleep(150 * time.Millisecond)
+		}
+		if most != 1 || len(seen) != 3 {
+			t.Fatalf("at most %d machines held a slot at once (want 1); holders seen: %v", most, seen)
+		}
+		l.wait("in sync", time.Minute, synced)
+	})
+
+	t.Run("failed health keeps the slot", func(t *testing.T) {
+		l.t = t
+		changed := strings.Replace(baseState, "- name: hello.service\n", "- name: hello.service\n      disruptive: true\n", 1)
+		l.commit("roll with failing health", l.pool(changed, "  rollout:\n    maxUnavailable: 1\n    healthTimeout: 3s\n    health: [{command: \"test -e /etc/healthy\"}]\n"))
+		var holder string
+		l.wait("one machine stuck, the others waiting", 2*time.Minute, func(m string, st *node.Status) bool {
+			if strings.Contains(st.Slot, "health check failed") {
+				holder = m
+				return true
+			}
+			return strings.Contains(st.Slot, "waiting")
+		})
+		code, out, _ := l.tend("machines", "status", "--pool", l.poolFile, "-i", l.ms.ClientKey)
+		if code != 1 || !strings.Contains(out, "held: health check failed") || strings.Count(out, "pending") != 2 {
+			t.Fatalf("status does not show the stuck rollout: %d\n%s", code, out)
+		}
+		t.Logf("tend machines status (%s stuck):\n%s", holder, out)
+		for _, m := range l.ms.List {
+			m.Run(t, "touch /etc/healthy")
+		}
+		l.wait("the rollout resumed and finished", 2*time.Minute, synced)
+		if s := l.slotsOn(); len(s.Holders) != 0 {
+			t.Errorf("slot still held: %+v", s)
 		}
 	})
 }
