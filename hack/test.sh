@@ -10,6 +10,13 @@ export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 need=()
 command -v git >/dev/null || need+=(git)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# Test machines: a debootstrapped Debian booted by systemd-nspawn, a local
+# apt repository built with dpkg-dev, and nftables.
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v dpkg-scanpackages >/dev/null || need+=(dpkg-dev)
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo ">> installing ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -24,6 +31,12 @@ CACHE=${TEND_CACHE:-$HOME/.cache/tend}
 if [ ! -x "$CACHE/bin/registry" ]; then
   echo ">> OCI registry (go-containerregistry cmd/registry)"
   GOBIN="$CACHE/bin" CGO_ENABLED=0 go install github.com/google/go-containerregistry/cmd/registry@v0.22.1
+fi
+
+if [ ! -x "$CACHE/machines/bookworm/usr/lib/systemd/systemd" ]; then
+  echo ">> test machine image (debootstrap, once, into $CACHE/machines)"
+  mkdir -p "$CACHE/machines"
+  bash internal/testenv/build-machine-image.sh "$CACHE/machines/bookworm"
 fi
 
 echo ">> go vet"

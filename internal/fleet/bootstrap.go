@@ -278,10 +278,19 @@ func setupCoordinator(ctx context.Context, d *Dialer, p *model.MachinePool, coor
 	if coord.SSHUser() != "root" {
 		s.sudo = "sudo -n "
 	}
+	ak := SlotHome + "/.ssh/authorized_keys"
+	// A machine this run could not reach keeps the key it had.
+	prev, _ := s.run(ctx, "cat "+ak+" 2>/dev/null; true", nil)
 	var lines []string
 	for i, k := range keys {
 		m := p.Spec.Machines[i]
-		if k == "" || m.Name == coord.Name {
+		if m.Name == coord.Name {
+			continue
+		}
+		if k == "" {
+			if l := slotLineFor(string(prev), p.Metadata.Name, m.Name); l != "" {
+				lines = append(lines, l)
+			}
 			continue
 		}
 		lines = append(lines, fmt.Sprintf(`command="%s node slots --pool %s --holder %s",restrict %s`, BinPath, p.Metadata.Name, m.Name, k))
@@ -292,7 +301,6 @@ func setupCoordinator(ctx context.Context, d *Dialer, p *model.MachinePool, coor
 		"install -d -m 0700 -o %[1]s -g %[1]s %[2]s %[2]s/.ssh", SlotUser, SlotHome), nil); err != nil {
 		return nil, fmt.Errorf("create %s: %w", SlotUser, err)
 	}
-	ak := SlotHome + "/.ssh/authorized_keys"
 	have, err := s.hashes(ctx, ak)
 	if err != nil {
 		return nil, err
@@ -324,4 +332,15 @@ func ReadBinary(path string) ([]byte, error) {
 		return nil, model.WithHint(fmt.Errorf("read the tend binary: %w", err), "pass --binary with a linux build of tend (CGO_ENABLED=0 go build ./cmd/tend)")
 	}
 	return b, nil
+}
+
+// slotLineFor finds machine's line in an existing slot authorized_keys. Pure.
+func slotLineFor(authorizedKeys, pool, machine string) string {
+	want := fmt.Sprintf(" node slots --pool %s --holder %s\"", pool, machine)
+	for _, l := range strings.Split(authorizedKeys, "\n") {
+		if strings.Contains(l, want) {
+			return l
+		}
+	}
+	return ""
 }

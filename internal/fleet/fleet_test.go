@@ -455,7 +455,7 @@ func TestMachineFaults(t *testing.T) {
 		m3.Run(t, "systemctl stop tend-node")
 		l.commit("extra package", l.pool(strings.Replace(baseState, "    packages:\n", "    packages:\n    - {name: tend-extra}\n", 1), ""))
 		// Kill a run while apt works, then run again.
-		m3.Run(t, "(tend node apply >/dev/null 2>&1 &) ; sleep 0.7; pkill -KILL -f '[t]end node apply'; pkill -KILL apt-get; pkill -KILL dpkg; true")
+		m3.Run(t, "(tend node apply >/dev/null 2>&1 & echo $! > /tmp/apply.pid); sleep 0.7; kill -KILL $(cat /tmp/apply.pid); pkill -KILL -x apt-get; pkill -KILL -x dpkg; pkill -KILL -x http; true")
 		var st node.Status
 		out, _ := m3.Exec("tend node apply -o json")
 		json.Unmarshal([]byte(out), &st)
