@@ -492,31 +492,31 @@ func TestMachineFaults(t *testing.T) {
 		changed := strings.Replace(strings.Replace(baseState, "ExecStart=/bin/sleep infinity", "ExecStart=/bin/sleep 100000", 1),
 			"- name: hello.service\n", "- name: hello.service\n      disruptive: true\n", 1)
 		l.commit("roll", l.pool(changed, "  rollout:\n    maxUnavailable: 1\n    health: [{command: \"sleep 2 && systemctl is-active hello\"}]\n"))
-		seen, most := map[string]bool{}, 0
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
-			s := l.slotsOn()
-			most = max(most, len(s.Holders))
-			for _, h := range s.Holders {
-				seen[h.Machine] = true
+		l.wait("rolled out", 2*time.Minute, func(m string, st *node.Status) bool {
+			return st.InSync && st.Slot == ""
+		})
+		// The coordinator's history is the proof: replay it.
+		hist := m1.Run(t, "cat /var/lib/tend-slots/web.history")
+		in, most, seen := map[string]bool{}, 0, map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(hist), "\n") {
+			f := strings.Fields(line)
+			switch f[1] {
+			case "acquire":
+				in[f[2]], seen[f[2]] = true, true
+			case "release":
+				delete(in, f[2])
 			}
-			done := 0
-			for _, m := range l.ms.List {
-				if strings.Contains(m.Run(t, "grep ExecStart /etc/systemd/system/hello.service"), "100000") && len(s.Holders) == 0 {
-					done++
-				}
-			}
-			if done == 3 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the rollout did not finish: %+v", s)
-			}
-			time.Sleep(150 * time.Millisecond)
+			most = max(most, len(in))
 		}
 		if most != 1 || len(seen) != 3 {
-			t.Fatalf("at most %d machines held a slot at once (want 1); holders seen: %v", most, seen)
+			t.Fatalf("at most %d machines held a slot at once (want 1); holders: %v\n%s", most, seen, hist)
 		}
+		for _, m := range l.ms.List {
+			if !strings.Contains(m.Run(t, "grep ExecStart /etc/systemd/system/hello.service"), "100000") {
+				t.Errorf("%s was not rolled", m.Name)
+			}
+		}
+		t.Logf("slot history:\n%s", hist)
 		l.wait("in sync", time.Minute, synced)
 	})
 
@@ -525,12 +525,18 @@ func TestMachineFaults(t *testing.T) {
 		changed := strings.Replace(baseState, "- name: hello.service\n", "- name: hello.service\n      disruptive: true\n", 1)
 		l.commit("roll with failing health", l.pool(changed, "  rollout:\n    maxUnavailable: 1\n    healthTimeout: 3s\n    health: [{command: \"test -e /etc/healthy\"}]\n"))
 		var holder string
-		l.wait("one machine stuck, the others waiting", 2*time.Minute, func(m string, st *node.Status) bool {
-			if strings.Contains(st.Slot, "health check failed") {
-				holder = m
-				return true
+		deadline := time.Now().Add(2 * time.Minute)
+		for holder == "" {
+			if s := l.slotsOn(); len(s.Holders) == 1 && strings.Contains(s.Holders[0].Reason, "health check failed") {
+				holder = s.Holders[0].Machine
 			}
-			return strings.Contains(st.Slot, "waiting")
+			if time.Now().After(deadline) {
+				t.Fatalf("no machine stuck on its health check: %+v", l.slotsOn())
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		l.wait("the others waiting", time.Minute, func(m string, st *node.Status) bool {
+			return m == holder || strings.Contains(st.Slot, "waiting")
 		})
 		code, out, _ := l.tend("machines", "status", "--pool", l.poolFile, "-i", l.ms.ClientKey)
 		if code != 1 || !strings.Contains(out, "held: health check failed") || strings.Count(out, "pending") != 2 {

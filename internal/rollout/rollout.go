@@ -126,7 +126,11 @@ func Acquire(st *Slots, machine string, max int, reason string, now time.Time) b
 func (s Store) Acquire(pool, machine string, max int, reason string) (Grant, error) {
 	var g Grant
 	st, err := s.update(pool, func(st *Slots) error {
+		had := holds(st, machine)
 		g.Granted = Acquire(st, machine, max, reason, time.Now().UTC())
+		if g.Granted && !had {
+			s.record(pool, "acquire", machine)
+		}
 		return nil
 	})
 	if err != nil {
@@ -152,6 +156,9 @@ func (s Store) Note(pool, machine, reason string) error {
 // Release frees machine's slot, if it holds one.
 func (s Store) Release(pool, machine string) error {
 	_, err := s.update(pool, func(st *Slots) error {
+		if holds(st, machine) {
+			s.record(pool, "release", machine)
+		}
 		out := st.Holders[:0]
 		for _, h := range st.Holders {
 			if h.Machine != machine {
@@ -162,6 +169,27 @@ func (s Store) Release(pool, machine string) error {
 		return nil
 	})
 	return err
+}
+
+func holds(st *Slots, machine string) bool {
+	for _, h := range st.Holders {
+		if h.Machine == machine {
+			return true
+		}
+	}
+	return false
+}
+
+// record appends to the pool's history, under the lock: the audit trail of
+// who was in a disruptive change when.
+func (s Store) record(pool, event, machine string) {
+	f, err := os.OpenFile(filepath.Join(s.Dir, pool+".history"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	s.own(f.Name())
+	fmt.Fprintf(f, "%s %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), event, machine)
+	f.Close()
 }
 
 // List returns the holders of pool's slots.
