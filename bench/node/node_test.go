@@ -104,6 +104,7 @@ func BenchmarkNoopConverge50(b *testing.B) {
 	m.Run(b, "systemctl restart tend-node")
 	time.Sleep(5 * time.Second)
 	rss := func(pidCmd string) float64 {
+		b.Log(m.Run(b, "grep -E 'Rss|VmRSS' /proc/$("+pidCmd+")/status"))
 		o := m.Run(b, "grep VmRSS /proc/$("+pidCmd+")/status | awk '{print $2}'")
 		kb, _ := strconv.ParseFloat(strings.TrimSpace(o), 64)
 		return kb / 1024

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -60,7 +61,12 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			log.Info("node agent started", "machine", a.Config.Machine, "pool", a.Config.Pool, "repo", a.Config.Repo, "version", Version)
-			a.Run(ctx, func(st *node.Status) { logStatus(log, st) })
+			a.Run(ctx, func(st *node.Status) {
+				logStatus(log, st)
+				// The agent sleeps until the next run: give the heap of
+				// this one (a git fetch, the repository) back to the machine.
+				debug.FreeOSMemory()
+			})
 			return nil
 		},
 	}
