@@ -290,6 +290,20 @@ func TestMachines(t *testing.T) {
 		}
 	})
 
+	t.Run("hostname and swap", func(t *testing.T) {
+		l.t = t
+		m1.Run(t, "echo '/swapfile none swap sw 0 0' >> /etc/fstab")
+		l.machineState["m1"] = "      hostname: web-one\n"
+		l.commit("m1 hostname", l.pool(baseState, ""))
+		l.wait("in sync", time.Minute, synced)
+		if got := m1.Run(t, "hostname; cat /etc/hostname; grep swap /etc/fstab"); got != "web-one\nweb-one\n# swap off by tend: /swapfile none swap sw 0 0\n" {
+			t.Fatalf("hostname and fstab: %q", got)
+		}
+		if got := l.ms.List[1].Run(t, "hostname"); got != "m2\n" {
+			t.Errorf("the override reached m2: %q", got)
+		}
+	})
+
 	t.Run("drift", func(t *testing.T) {
 		l.t = t
 		m2 := l.ms.List[1]
