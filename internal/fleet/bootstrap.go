@@ -129,6 +129,22 @@ type session struct {
 	sudo string
 }
 
+// rootSession connects to m and runs commands as root there (sudo -n when
+// the pool's user is not root).
+func (d *Dialer) rootSession(ctx context.Context, m *model.Machine) (*session, error) {
+	c, err := d.Dial(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{c: c}
+	if m.SSHUser() != "root" {
+		s.sudo = "sudo -n "
+	}
+	return s, nil
+}
+
+func (s *session) Close() error { return s.c.Close() }
+
 func (s *session) run(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
 	var in *bytes.Reader
 	if stdin != nil {
@@ -193,15 +209,11 @@ func NodeConfig(p *model.MachinePool, m *model.Machine, o BootstrapOptions) []by
 }
 
 func bootstrapOne(ctx context.Context, d *Dialer, p *model.MachinePool, m *model.Machine, o BootstrapOptions, r *Result) (string, error) {
-	c, err := d.Dial(ctx, m)
+	s, err := d.rootSession(ctx, m)
 	if err != nil {
 		return "", err
 	}
-	defer c.Close()
-	s := &session{c: c}
-	if m.SSHUser() != "root" {
-		s.sudo = "sudo -n "
-	}
+	defer s.Close()
 	if out, err := s.run(ctx, "id -u", nil); err != nil || strings.TrimSpace(string(out)) != "0" {
 		return "", model.WithHint(fmt.Errorf("machine %s: cannot run commands as root: %v", m.Name, err), "connect as root, or give the user passwordless sudo")
 	}
@@ -269,15 +281,11 @@ func bootstrapOne(ctx context.Context, d *Dialer, p *model.MachinePool, m *model
 // setupCoordinator creates the slot user and lets each machine's key run
 // only `tend node slots` for itself.
 func setupCoordinator(ctx context.Context, d *Dialer, p *model.MachinePool, coord *model.Machine, keys []string) ([]string, error) {
-	c, err := d.Dial(ctx, coord)
+	s, err := d.rootSession(ctx, coord)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	s := &session{c: c}
-	if coord.SSHUser() != "root" {
-		s.sudo = "sudo -n "
-	}
+	defer s.Close()
 	ak := SlotHome + "/.ssh/authorized_keys"
 	// A machine this run could not reach keeps the key it had.
 	prev, _ := s.run(ctx, "cat "+ak+" 2>/dev/null; true", nil)

@@ -28,17 +28,7 @@ func Each(ctx context.Context, d *Dialer, p *model.MachinePool, command string) 
 		go func() {
 			defer wg.Done()
 			out[i] = Answer{Machine: m.Name}
-			c, err := d.Dial(ctx, m)
-			if err != nil {
-				out[i].Err = err
-				return
-			}
-			defer c.Close()
-			s := &session{c: c}
-			if m.SSHUser() != "root" {
-				s.sudo = "sudo -n "
-			}
-			out[i].Out, out[i].Err = s.run(ctx, command, nil)
+			out[i].Out, out[i].Err = On(ctx, d, m, command)
 		}()
 	}
 	wg.Wait()
@@ -47,15 +37,11 @@ func Each(ctx context.Context, d *Dialer, p *model.MachinePool, command string) 
 
 // On runs command as root on machine m.
 func On(ctx context.Context, d *Dialer, m *model.Machine, command string) ([]byte, error) {
-	c, err := d.Dial(ctx, m)
+	s, err := d.rootSession(ctx, m)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	s := &session{c: c}
-	if m.SSHUser() != "root" {
-		s.sudo = "sudo -n "
-	}
+	defer s.Close()
 	return s.run(ctx, command, nil)
 }
 
