@@ -204,7 +204,7 @@ command then comes from SSH_ORIGINAL_COMMAND.`,
 
 func logStatus(log *slog.Logger, st *node.Status) {
 	for _, c := range st.Changed {
-		log.Info("changed", "resource", c.Resource, "action", c.Action, "details", strings.Join(redactDetails(c.Details), "; "))
+		log.Info("changed", "resource", c.Resource, "action", c.Action, "details", strings.Join(shortDetails(c.Details), "; "))
 	}
 	for _, f := range st.Failing {
 		log.Error("failing", "resource", f.Resource, "error", f.Error, "hint", f.Hint)
@@ -218,8 +218,8 @@ func logStatus(log *slog.Logger, st *node.Status) {
 	log.Info("converged", "revision", st.Revision, "inSync", st.InSync, "resources", st.Resources, "changed", len(st.Changed), "duration", st.Duration)
 }
 
-// redactDetails keeps logs short: a diff is summarized by its size.
-func redactDetails(d []string) []string {
+// shortDetails keeps log lines short: a long diff is cut after 6 lines.
+func shortDetails(d []string) []string {
 	if len(d) > 6 {
 		return append(d[:6:6], fmt.Sprintf("… %d more lines", len(d)-6))
 	}

@@ -57,7 +57,7 @@ type BootstrapOptions struct {
 	Credential string
 	// AgeIdentity decrypts the pool's secret files.
 	AgeIdentity []byte
-	// ConfigPath of the pool file in the repository, for messages.
+	// Progress, when set, hears about each machine as it goes.
 	Progress func(machine, msg string)
 }
 
@@ -146,14 +146,10 @@ func (d *Dialer) rootSession(ctx context.Context, m *model.Machine) (*session, e
 func (s *session) Close() error { return s.c.Close() }
 
 func (s *session) run(ctx context.Context, cmd string, stdin []byte) ([]byte, error) {
-	var in *bytes.Reader
-	if stdin != nil {
-		in = bytes.NewReader(stdin)
-	}
-	if in == nil {
+	if stdin == nil {
 		return Run(ctx, s.c, s.sudo+"sh -c "+shellQuote(cmd), nil)
 	}
-	return Run(ctx, s.c, s.sudo+"sh -c "+shellQuote(cmd), in)
+	return Run(ctx, s.c, s.sudo+"sh -c "+shellQuote(cmd), bytes.NewReader(stdin))
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -43,7 +43,8 @@ type Change struct {
 	// Reboot says the change takes effect only after a reboot.
 	Reboot bool `json:"reboot,omitempty"`
 
-	res resource
+	res  resource
+	unit unitPlan // what a unit change does, decided in plan
 }
 
 func (c Change) String() string {

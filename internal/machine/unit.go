@@ -132,6 +132,7 @@ func (u *unitRes) plan(ctx context.Context, sys *System) (*Change, error) {
 		return nil, nil
 	}
 	c := &Change{Action: Update, Details: det, Disruptive: u.disruptive && (p.restart || p.stop || p.start && st.active != "inactive")}
+	c.unit = p
 	if p.restart && !p.writeFile && !p.enable && !p.disable {
 		c.Action = Restart
 	}
@@ -142,16 +143,7 @@ func (u *unitRes) plan(ctx context.Context, sys *System) (*Change, error) {
 }
 
 func (u *unitRes) apply(ctx context.Context, sys *System, c *Change) error {
-	// Re-derive what to do from the change's details: plan and apply run
-	// back to back, and a stale plan is corrected on the next run.
-	has := func(prefix string) bool {
-		for _, d := range c.Details {
-			if strings.HasPrefix(d, prefix) {
-				return true
-			}
-		}
-		return false
-	}
+	p := c.unit
 	var old []byte
 	wrote := false
 	if u.content != nil {
@@ -170,23 +162,23 @@ func (u *unitRes) apply(ctx context.Context, sys *System, c *Change) error {
 			}
 		}
 	}
-	if has("enable") {
+	if p.enable {
 		if _, err := sys.run(ctx, "systemctl", "enable", u.name); err != nil {
 			return err
 		}
 	}
-	if has("disable") {
+	if p.disable {
 		if _, err := sys.run(ctx, "systemctl", "disable", u.name); err != nil {
 			return err
 		}
 	}
 	var verb string
 	switch {
-	case has("restart"):
+	case p.restart:
 		verb = "restart"
-	case has("start"):
+	case p.start:
 		verb = "start"
-	case has("stop"):
+	case p.stop:
 		_, err := sys.run(ctx, "systemctl", "stop", u.name)
 		return err
 	default:

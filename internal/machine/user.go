@@ -121,7 +121,7 @@ func (u *userRes) defaults() (shell, home string) {
 	return shell, home
 }
 
-func (u *userRes) keysFile(home string) []byte {
+func (u *userRes) keysFile() []byte {
 	return []byte(strings.Join(u.authorizedKeys, "\n") + "\n")
 }
 
@@ -171,7 +171,7 @@ func (u *userRes) plan(ctx context.Context, sys *System) (*Change, error) {
 	}
 	if u.manageKeys {
 		keys, _ := os.ReadFile(sys.Path(filepath.Join(home, ".ssh/authorized_keys")))
-		if string(keys) != string(u.keysFile(home)) {
+		if string(keys) != string(u.keysFile()) {
 			det = append(det, "authorized_keys differ")
 		}
 	}
@@ -233,5 +233,5 @@ func (u *userRes) apply(ctx context.Context, sys *System, c *Change) error {
 	if err := os.Chown(sshDir, acc.id, acc.gid); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(sshDir, "authorized_keys"), u.keysFile(home), 0o600, acc.id, acc.gid)
+	return writeAtomic(filepath.Join(sshDir, "authorized_keys"), u.keysFile(), 0o600, acc.id, acc.gid)
 }

@@ -44,9 +44,6 @@ type Grant struct {
 	Holders []Holder `json:"holders"`
 }
 
-// ErrBusy says every slot is taken.
-var ErrBusy = errors.New("no rollout slot free")
-
 // Store keeps slots in Dir, one file per pool.
 type Store struct{ Dir string }
 
