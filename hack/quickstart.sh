@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 mkdir -p bin
 go build -o bin/tend ./cmd/tend
+# The machine agent, which `tend bootstrap machines` installs from beside tend.
+CGO_ENABLED=0 go build -o bin/tend-node ./cmd/tend-node
 KUBECONFIG=$(bin/tend dev up)
 export KUBECONFIG
 echo

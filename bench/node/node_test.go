@@ -44,7 +44,7 @@ func state50(aptLine string) string {
 func BenchmarkNoopConverge50(b *testing.B) {
 	ms := testenv.NewMachines(b, 1)
 	m := ms.List[0]
-	bin := testenv.TendBinary(b)
+	bin := testenv.NodeBinary(b)
 	git := testenv.NewGitServerOn(b, ms.Gateway, "", "")
 	wt := git.Repo(b, "ops")
 	apt := ms.AptRepo(b, []testenv.Deb{{Name: "bench-a", Version: "1"}, {Name: "bench-b", Version: "1"}})

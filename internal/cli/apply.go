@@ -65,7 +65,7 @@ func newApply(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "applied %s: %d components, %d Ready\n", rev.Short(), len(results), len(results)-len(failed))
 			}
 			if !res.Ready {
-				return silentErr{fmt.Errorf("not Ready: %s", strings.Join(failed, ", "))}
+				return silentErr{Err: fmt.Errorf("not Ready: %s", strings.Join(failed, ", "))}
 			}
 			return nil
 		},

@@ -92,7 +92,7 @@ func newDiff(g *globals) *cobra.Command {
 				return errors.Join(errs...)
 			}
 			if res.Changed {
-				return notClean{"changes"}
+				return notClean{Msg: "changes"}
 			}
 			return nil
 		},

@@ -18,6 +18,7 @@ import (
 	"tend.dev/tend/internal/machine"
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/node"
+	"tend.dev/tend/internal/nodecli"
 	"tend.dev/tend/internal/rollout"
 )
 
@@ -128,10 +129,18 @@ func newBootstrapMachines(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			bin, err := fleet.ReadBinary(binary)
+			exe, err := os.Executable()
 			if err != nil {
 				return err
 			}
+			bin, from, warn, err := fleet.AgentBinary(binary, exe)
+			if err != nil {
+				return err
+			}
+			if warn != "" {
+				fmt.Fprintf(g.stderr, "warning: %s\n", warn)
+			}
+			fmt.Fprintf(g.stderr, "agent: %s (%.1f MB)\n", from, float64(len(bin))/1e6)
 			so, err := g.sourceOptions()
 			if err != nil {
 				return err
@@ -179,7 +188,7 @@ func newBootstrapMachines(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(cmd)
-	cmd.Flags().StringVar(&binary, "binary", "", "tend executable to install (default: this one); must be a linux build")
+	cmd.Flags().StringVar(&binary, "binary", "", "agent executable to install (default: tend-node beside this tend, else this tend); a linux build of ./cmd/tend-node")
 	return cmd
 }
 
@@ -280,7 +289,7 @@ func newMachines(g *globals) *cobra.Command {
 				}
 			}
 			if !clean {
-				return notClean{"not all in sync"}
+				return notClean{Msg: "not all in sync"}
 			}
 			return nil
 		},
@@ -337,14 +346,14 @@ func newMachines(g *globals) *cobra.Command {
 						continue
 					}
 					pl := po.Plan
-					printPlan(g.stdout, po.Machine, po.Revision, &pl)
+					nodecli.PrintPlan(g.stdout, po.Machine, po.Revision, &pl)
 				}
 			}
 			if failed {
 				return silentErr{}
 			}
 			if !clean {
-				return notClean{"changes"}
+				return notClean{Msg: "changes"}
 			}
 			return nil
 		},

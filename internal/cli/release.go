@@ -111,7 +111,7 @@ func newRelease(g *globals) *cobra.Command {
 				if !g.json() {
 					fmt.Fprintf(g.stderr, "nothing to release since %s: no feat, fix or breaking change\n", orNone(res.LastTag))
 				}
-				return notClean{"nothing to release"}
+				return notClean{Msg: "nothing to release"}
 			}
 			return nil
 		},
@@ -142,7 +142,7 @@ func newRelease(g *globals) *cobra.Command {
 			}
 			g.noteIgnored(p)
 			if !p.Releasable() {
-				return notClean{"nothing to release"}
+				return notClean{Msg: "nothing to release"}
 			}
 			return nil
 		},
@@ -158,7 +158,7 @@ func newRelease(g *globals) *cobra.Command {
 			}
 			if !p.Releasable() {
 				fmt.Fprintf(g.stderr, "nothing to release since %s\n", orNone(p.LastTag))
-				return notClean{"nothing to release"}
+				return notClean{Msg: "nothing to release"}
 			}
 			fmt.Fprint(g.stdout, release.Notes(p.Tag, time.Now(), p.Commits, f.commitURL))
 			return nil
@@ -222,7 +222,7 @@ func newRelease(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "%d commits checked, %d not Conventional Commits\n", len(commits), len(bad))
 			}
 			if len(bad) > 0 {
-				return silentErr{errors.New("lint")}
+				return silentErr{Err: errors.New("lint")}
 			}
 			return nil
 		},
@@ -251,7 +251,7 @@ func (g *globals) showPlan(p *release.Plan, f *releaseFlags) error {
 	g.noteIgnored(p)
 	if !p.Releasable() {
 		fmt.Fprintf(g.stderr, "nothing to release since %s\n", orNone(p.LastTag))
-		return notClean{"nothing to release"}
+		return notClean{Msg: "nothing to release"}
 	}
 	fmt.Fprintf(g.stdout, "would release %s (%s bump, %d commits since %s)\n", p.Tag, p.Bump, len(p.Commits), orNone(p.LastTag))
 	fmt.Fprintf(g.stdout, "would commit \"chore(release): %s\" with CHANGELOG.md and tag %s\n\n", p.Tag, p.Tag)

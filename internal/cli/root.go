@@ -17,6 +17,7 @@ import (
 
 	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/nodecli"
 	"tend.dev/tend/internal/render"
 	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/source"
@@ -158,7 +159,7 @@ unreachable git or cluster).`,
 	var plainHTTPCharts bool
 	pf.BoolVar(&plainHTTPCharts, "plain-http-charts", false, "pull oci:// Helm charts over plain HTTP (local registries)")
 	root.PersistentPreRun = func(*cobra.Command, []string) { render.DefaultCharts.PlainHTTP = plainHTTPCharts }
-	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g), newNode(g), newMachines(g))
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g), nodecli.New(&nodecli.Env{Stdout: stdout, Stderr: stderr, Output: &g.output, LogLevel: &g.logLevel, Version: Version}), newMachines(g))
 	return root
 }
 

@@ -73,7 +73,7 @@ func newStatus(g *globals) *cobra.Command {
 				}
 			}
 			if !allReady {
-				return notClean{"not ready"}
+				return notClean{Msg: "not ready"}
 			}
 			return nil
 		},
@@ -83,14 +83,6 @@ func newStatus(g *globals) *cobra.Command {
 func shortRev(s string) string {
 	if i := strings.LastIndex(s, ":"); i >= 0 && len(s)-i > 13 {
 		return s[:i+13]
-	}
-	return s
-}
-
-func oneLine(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > n {
-		return s[:n-1] + "…"
 	}
 	return s
 }

@@ -92,7 +92,7 @@ func newValidate(g *globals) *cobra.Command {
 				printError(g.stderr, res.Problems)
 			}
 			if !res.Valid {
-				return silentErr{fmt.Errorf("%d problems", len(res.Problems.Err().(model.Errors)))}
+				return silentErr{Err: fmt.Errorf("%d problems", len(res.Problems.Err().(model.Errors)))}
 			}
 			fmt.Fprintln(g.stdout, "valid")
 			return nil
@@ -117,12 +117,9 @@ func appendNew(list model.Errors, add ...*model.Error) model.Errors {
 	return list
 }
 
-// silentErr exits 2 without printing again what the command printed.
-type silentErr struct{ error }
-
 func notCleanErr(code int) error {
 	if code == ExitNotClean {
 		return notClean{}
 	}
-	return silentErr{errors.New("invalid")}
+	return silentErr{Err: errors.New("invalid")}
 }

@@ -38,7 +38,7 @@ type lab struct {
 }
 
 func newLab(t *testing.T) *lab {
-	bin := testenv.TendBinary(t)
+	bin := testenv.NodeBinary(t)
 	ms := testenv.NewMachines(t, 3)
 	l := &lab{t: t, ms: ms, bin: bin, machineState: map[string]string{}}
 	l.git = testenv.NewGitServerOn(t, ms.Gateway, "machines", "read-only-token")

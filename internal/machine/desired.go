@@ -16,7 +16,7 @@ import (
 	"text/template"
 
 	"tend.dev/tend/internal/model"
-	"tend.dev/tend/internal/secret"
+	"tend.dev/tend/internal/secret/unseal"
 )
 
 // Facts describe the machine; file templates see them as .Facts.
@@ -101,7 +101,7 @@ type Options struct {
 	// Root is the checkout of the ops repository; sources are read from it.
 	Root string
 	// Identities decrypt SOPS files.
-	Identities *secret.Identities
+	Identities *unseal.Identities
 	Facts      Facts
 	// StateDir keeps the agent's own records (default /var/lib/tend/node).
 	StateDir string
@@ -223,8 +223,8 @@ func compileFile(p *model.MachinePool, f model.File, data TemplateData, o Option
 				Msg: fmt.Sprintf("file %s: source %s: %v", f.Path, f.Source, unwrapPath(err)), Hint: "the source path is relative to the repository root"}
 		}
 		content = b
-		if secret.IsEncrypted(b) {
-			plain, err := secret.Decrypt(f.Source, b, o.Identities)
+		if unseal.IsEncrypted(b) {
+			plain, err := unseal.Decrypt(f.Source, b, o.Identities)
 			if err != nil {
 				return nil, &model.Error{Origin: origin, Object: obj, Msg: fmt.Sprintf("file %s: %v", f.Path, err),
 					Hint: model.HintOf(err)}

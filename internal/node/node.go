@@ -21,7 +21,7 @@ import (
 	"tend.dev/tend/internal/machine"
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/rollout"
-	"tend.dev/tend/internal/secret"
+	"tend.dev/tend/internal/secret/unseal"
 	"tend.dev/tend/internal/source"
 )
 
@@ -227,7 +227,7 @@ func (a *Agent) Prepare(ctx context.Context) (*Prepared, error, error) {
 	if err != nil {
 		return nil, fetchErr, err
 	}
-	ids := &secret.Identities{}
+	ids := &unseal.Identities{}
 	if a.Config.AgeIdentityFile != "" {
 		if _, err := ids.LoadFile(a.Config.AgeIdentityFile); err != nil {
 			return nil, fetchErr, err

@@ -1,12 +1,10 @@
 package secret
 
 import (
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -21,18 +19,12 @@ import (
 	"github.com/getsops/sops/v3/version"
 
 	"tend.dev/tend/internal/model"
+	"tend.dev/tend/internal/secret/unseal"
 )
-
-var sopsKey = regexp.MustCompile(`(?m)^sops:\s*$`)
-
-var sopsJSONKey = regexp.MustCompile(`(?m)^\s*"sops":\s*\{`)
 
 // IsEncrypted reports whether data is a SOPS-encrypted file: YAML, or the
 // JSON envelope SOPS uses for JSON and for any other file (binary).
-func IsEncrypted(data []byte) bool {
-	return sopsKey.Match(data) && bytes.Contains(data, []byte("mac:")) ||
-		sopsJSONKey.Match(data) && bytes.Contains(data, []byte(`"mac":`))
-}
+func IsEncrypted(data []byte) bool { return unseal.IsEncrypted(data) }
 
 // store is the part of a SOPS store tend uses.
 type store interface {
@@ -47,13 +39,14 @@ type store interface {
 // JSON, or binary (the whole file as one encrypted value) for the rest,
 // such as a certificate or a password file a machine needs verbatim.
 func storeFor(file string) store {
-	switch strings.ToLower(filepath.Ext(file)) {
-	case ".yaml", ".yml":
+	// Indent -1 is the sops CLI's default for JSON: tabs.
+	switch unseal.FormatOf(file) {
+	case unseal.YAML:
 		return &sopsyaml.Store{}
-	case ".json":
-		return sopsjson.NewStore(&config.JSONStoreConfig{})
+	case unseal.JSON:
+		return sopsjson.NewStore(&config.JSONStoreConfig{Indent: -1})
 	}
-	return sopsjson.NewBinaryStore(&config.JSONBinaryStoreConfig{})
+	return sopsjson.NewBinaryStore(&config.JSONBinaryStoreConfig{Indent: -1})
 }
 
 // DefaultEncryptedRegex encrypts only the values of Kubernetes Secrets,
@@ -71,7 +64,7 @@ func Decrypt(file string, data []byte, ids *Identities) ([]byte, error) {
 			Hint: "the file may be truncated or edited by hand; restore it from git history, or re-encrypt it with `tend secret encrypt`"}
 	}
 	recipients := Recipients(tree)
-	dataKey, err := tree.Metadata.GetDataKeyWithKeyServices(ids.services(), nil)
+	dataKey, err := tree.Metadata.GetDataKeyWithKeyServices(services(ids), nil)
 	if err != nil {
 		hint := "give tend an age identity for one of these recipients (--age-identity FILE, TEND_AGE_KEY, or the agent's Secret)"
 		if ids.Len() > 0 {
@@ -157,7 +150,7 @@ func Encrypt(file string, plain []byte, r *Rule) ([]byte, error) {
 	if _, err := rand.Read(dataKey); err != nil {
 		return nil, err
 	}
-	if errs := tree.Metadata.UpdateMasterKeysWithKeyServices(dataKey, (&Identities{}).services()); len(errs) > 0 {
+	if errs := tree.Metadata.UpdateMasterKeysWithKeyServices(dataKey, services(&Identities{})); len(errs) > 0 {
 		return nil, fmt.Errorf("encrypt data key: %w", errors.Join(errs...))
 	}
 	if err := encryptTree(&tree, dataKey); err != nil {

@@ -17,8 +17,8 @@ var (
 	binErr  error
 )
 
-// TendBinary builds tend once per test process (static, for test machines)
-// and returns its path.
+// TendBinary builds tend and, beside it, the machine agent tend-node once
+// per test process (static, for test machines) and returns tend's path.
 func TendBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
@@ -30,17 +30,30 @@ func TendBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "tend")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, "./cmd/tend")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build ./cmd/tend: %v\n%s", err, out)
+		for _, b := range [][2]string{{binPath, "./cmd/tend"}, {NodeBinaryBeside(binPath), "./cmd/tend-node"}} {
+			cmd := exec.Command("go", "build", "-trimpath", "-o", b[0], b[1])
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("go build %s: %v\n%s", b[1], err, out)
+				return
+			}
 		}
 	})
 	if binErr != nil {
 		t.Fatal(binErr)
 	}
 	return binPath
+}
+
+// NodeBinary returns the machine agent, tend-node, built by TendBinary.
+func NodeBinary(t testing.TB) string {
+	return NodeBinaryBeside(TendBinary(t))
+}
+
+// NodeBinaryBeside is where tend-node sits next to tend.
+func NodeBinaryBeside(tend string) string {
+	return filepath.Join(filepath.Dir(tend), "tend-node")
 }
 
 // Deb is a small package for a test apt repository.

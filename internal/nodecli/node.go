@@ -1,4 +1,8 @@
-package cli
+// Package nodecli is the `tend node` command, the agent on every machine of
+// a MachinePool. It is a package of its own so that the machine build of
+// tend (cmd/tend-node) links only the machine side: none of the Kubernetes,
+// Helm or cloud KMS code, which would triple the agent's resident memory.
+package nodecli
 
 import (
 	"context"
@@ -25,9 +29,33 @@ import (
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/node"
 	"tend.dev/tend/internal/rollout"
+	_ "tend.dev/tend/internal/source/gogit" // the agent fetches git remotes
+	"tend.dev/tend/internal/term"
 )
 
-func newNode(g *globals) *cobra.Command {
+// Env is what the node commands need of the root command.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Output and LogLevel point at the root's -o and --log-level flags.
+	Output, LogLevel *string
+	Version          string
+}
+
+func (g *Env) json() bool { return g.Output != nil && *g.Output == "json" }
+
+func (g *Env) printJSON(v any) error { return term.PrintJSON(g.Stdout, v) }
+
+// logger logs to stderr at --log-level, or at def when it is not given.
+func (g *Env) logger(def slog.Level) *slog.Logger {
+	lvl := def
+	if g.LogLevel != nil && *g.LogLevel != "" {
+		_ = lvl.UnmarshalText([]byte(*g.LogLevel))
+	}
+	return slog.New(slog.NewTextHandler(g.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// New returns the `node` command.
+func New(g *Env) *cobra.Command {
 	var cfgPath, stateDir string
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -41,7 +69,7 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 		if err != nil {
 			return nil, err
 		}
-		return &node.Agent{Config: cfg, Sys: machine.Host(), Version: Version,
+		return &node.Agent{Config: cfg, Sys: machine.Host(), Version: g.Version,
 			Reboot: func(ctx context.Context) error {
 				_, err := machine.Shell(ctx, machine.Host(), "systemctl reboot")
 				return err
@@ -60,7 +88,7 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 			log := g.logger(slog.LevelInfo)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
-			log.Info("node agent started", "machine", a.Config.Machine, "pool", a.Config.Pool, "repo", a.Config.Repo, "version", Version)
+			log.Info("node agent started", "machine", a.Config.Machine, "pool", a.Config.Pool, "repo", a.Config.Repo, "version", g.Version)
 			a.Run(ctx, func(st *node.Status) {
 				logStatus(log, st)
 				// The agent sleeps until the next run: give the heap of
@@ -85,13 +113,13 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 					return err
 				}
 			} else {
-				printNodeStatus(g.stdout, st)
+				printNodeStatus(g.Stdout, st)
 			}
 			if st.LastError != "" && st.Revision == "" {
-				return silentErr{}
+				return term.Silent{}
 			}
 			if !st.InSync {
-				return notClean{"not in sync"}
+				return term.NotClean{Msg: "not in sync"}
 			}
 			return nil
 		},
@@ -118,10 +146,10 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 					return err
 				}
 			} else {
-				printPlan(g.stdout, p.Machine.Name, p.Revision, plan)
+				PrintPlan(g.Stdout, p.Machine.Name, p.Revision, plan)
 			}
 			if len(plan.Changes) > 0 || len(plan.Errors) > 0 {
-				return notClean{"changes"}
+				return term.NotClean{Msg: "changes"}
 			}
 			return nil
 		},
@@ -146,9 +174,9 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 			if g.json() {
 				return g.printJSON(st)
 			}
-			printNodeStatus(g.stdout, st)
+			printNodeStatus(g.Stdout, st)
 			if !st.InSync {
-				return notClean{"not in sync"}
+				return term.NotClean{Msg: "not in sync"}
 			}
 			return nil
 		},
@@ -166,7 +194,7 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(g.stdout, pub)
+			fmt.Fprintln(g.Stdout, pub)
 			return nil
 		},
 	}
@@ -191,7 +219,7 @@ command then comes from SSH_ORIGINAL_COMMAND.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(g.stdout, string(out))
+			fmt.Fprintln(g.Stdout, string(out))
 			return nil
 		},
 	}
@@ -251,10 +279,10 @@ func printNodeStatus(w io.Writer, st *node.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nRESOURCE\tSTATE\tDETAIL")
 	for _, c := range st.Changed {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Resource, c.Action+"d", oneLine(firstDetail(c.Details), 70))
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Resource, c.Action+"d", term.OneLine(firstDetail(c.Details), 70))
 	}
 	for _, f := range st.Failing {
-		fmt.Fprintf(tw, "%s\tfailed\t%s\n", f.Resource, oneLine(f.Error, 90))
+		fmt.Fprintf(tw, "%s\tfailed\t%s\n", f.Resource, term.OneLine(f.Error, 90))
 	}
 	for _, p := range st.Pending {
 		fmt.Fprintf(tw, "%s\tpending\twaiting for a rollout slot\n", p)
@@ -274,7 +302,8 @@ func firstDetail(d []string) string {
 	return ""
 }
 
-func printPlan(w io.Writer, name, rev string, p *machine.Plan) {
+// PrintPlan prints what the next apply on machine name would change.
+func PrintPlan(w io.Writer, name, rev string, p *machine.Plan) {
 	if len(p.Changes) == 0 && len(p.Errors) == 0 {
 		fmt.Fprintf(w, "%s: in sync at %s (%d resources)\n", name, orNoRev(rev), p.Resources)
 		return
