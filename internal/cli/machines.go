@@ -261,6 +261,8 @@ func newMachines(g *globals) *cobra.Command {
 					switch {
 					case len(st.Pending) > 0:
 						sync = "pending"
+					case st.RebootRequired:
+						sync = "reboot required"
 					case !st.InSync:
 						sync = "drifted"
 					}

@@ -566,3 +566,133 @@ func TestMachineFaults(t *testing.T) {
 		}
 	})
 }
+
+// TestMachinesDiffAndReboot covers tend machines diff, and changes that
+// need a reboot: reported until the machine boots while the pool forbids
+// reboots, then rolled as reboots one machine at a time once it allows
+// them. The machines' roots persist across reboots, as disks do.
+func TestMachinesDiffAndReboot(t *testing.T) {
+	l := newLab(t)
+	l.commit("web pool", l.pool(baseState, ""))
+	if code, out, errOut := l.bootstrap(); code != 0 {
+		t.Fatalf("bootstrap = %d\n%s\n%s", code, out, errOut)
+	}
+	l.wait("first converge", 3*time.Minute, synced)
+	m1 := l.ms.List[0]
+
+	t.Run("machines diff", func(t *testing.T) {
+		l.t = t
+		code, out, errOut := l.tend("machines", "diff", "--pool", l.poolFile, "-i", l.ms.ClientKey)
+		if code != 0 || strings.Count(out, "in sync at") != 3 {
+			t.Fatalf("diff of converged machines = %d\n%s%s", code, out, errOut)
+		}
+		// With the agents stopped, a new commit is only a diff.
+		for _, m := range l.ms.List {
+			m.Run(t, "systemctl stop tend-node")
+		}
+		l.machineState["m2"] = "      files:\n      - {path: /etc/hello.conf, content: \"greeting=hi m2\\n\"}\n"
+		l.commit("m2 says hi", l.pool(baseState, ""))
+		code, out, errOut = l.tend("machines", "diff", "--pool", l.poolFile, "-i", l.ms.ClientKey)
+		if code != 1 || strings.Count(out, "in sync at") != 2 || !strings.Contains(out, "m2: 2 to change") ||
+			!strings.Contains(out, "update file /etc/hello.conf") || !strings.Contains(out, "+greeting=hi m2") ||
+			!strings.Contains(out, "restart unit hello.service") {
+			t.Fatalf("diff with a pending change = %d\n%s%s", code, out, errOut)
+		}
+		t.Logf("tend machines diff:\n%s", out)
+		code, out, _ = l.tend("machines", "diff", "--pool", l.poolFile, "-i", l.ms.ClientKey, "-o", "json")
+		var plans []struct {
+			Machine  string `json:"machine"`
+			Revision string `json:"revision"`
+			Changes  []struct {
+				Resource string `json:"resource"`
+			} `json:"changes"`
+		}
+		if err := json.Unmarshal([]byte(out), &plans); err != nil || code != 1 || len(plans) != 3 {
+			t.Fatalf("diff -o json = %d: %v\n%s", code, err, out)
+		}
+		for _, m := range plans {
+			want := 0
+			if m.Machine == "m2" {
+				want = 2
+			}
+			if len(m.Changes) != want || !strings.Contains(m.Revision, strings.TrimSpace(l.head)) {
+				t.Errorf("%s: %d changes at %s, want %d at %s", m.Machine, len(m.Changes), m.Revision, want, l.head)
+			}
+		}
+		if got := l.ms.List[1].Run(t, "cat /etc/hello.conf"); got != "greeting=hello\n" {
+			t.Errorf("diff changed the machine: %q", got)
+		}
+		for _, m := range l.ms.List {
+			m.Run(t, "systemctl start tend-node")
+		}
+		l.wait("m2 applied", time.Minute, synced)
+	})
+
+	t.Run("reboot", func(t *testing.T) {
+		l.t = t
+		histBefore := len(strings.Split(strings.TrimSpace(m1.Run(t, "cat /var/lib/tend-slots/web.history 2>/dev/null; true")), "\n"))
+		kernel := strings.Replace(baseState, `{name: tend-hello, version: "1.0"}`, `{name: tend-hello, version: "1.1", reboot: true}`, 1)
+		// Reboots not allowed: the package is installed, and every run
+		// says a reboot is owed, not in sync.
+		l.commit("new kernel, no reboots", l.pool(kernel, "  rollout: {maxUnavailable: 1}\n"))
+		l.wait("a reboot owed", 2*time.Minute, func(_ string, st *node.Status) bool {
+			return st.RebootRequired && !st.InSync && len(st.Changed) == 0 && st.Slot == ""
+		})
+		code, out, _ := l.tend("machines", "status", "--pool", l.poolFile, "-i", l.ms.ClientKey)
+		if code != 1 || strings.Count(out, "reboot required") != 3 {
+			t.Fatalf("status does not show the owed reboots: %d\n%s", code, out)
+		}
+		t.Logf("tend machines status:\n%s", out)
+		for _, m := range l.ms.List {
+			if m.Boots() != 1 || m.Run(t, "cat /usr/share/tend-hello/VERSION") != "1.1\n" {
+				t.Fatalf("%s: booted %d times, VERSION %q", m.Name, m.Boots(), m.Run(t, "cat /usr/share/tend-hello/VERSION"))
+			}
+		}
+		// Reboots allowed: one machine at a time takes a slot, reboots,
+		// passes its health check after the boot and frees the slot.
+		l.commit("reboots allowed", l.pool(kernel, "  rollout:\n    maxUnavailable: 1\n    reboot: true\n    health: [{command: \"systemctl is-active hello\"}]\n"))
+		deadline := time.Now().Add(4 * time.Minute)
+		for {
+			done := 0
+			for _, m := range l.ms.List {
+				if m.Boots() == 2 {
+					done++
+				}
+			}
+			if done == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d of 3 machines rebooted", done)
+			}
+			time.Sleep(time.Second)
+		}
+		l.wait("all back and in sync", 2*time.Minute, func(_ string, st *node.Status) bool {
+			return st.InSync && !st.RebootRequired && st.Slot == ""
+		})
+		hist := strings.Split(strings.TrimSpace(m1.Run(t, "cat /var/lib/tend-slots/web.history")), "\n")[histBefore:]
+		in, most, rebooted := map[string]bool{}, 0, map[string]bool{}
+		for _, line := range hist {
+			f := strings.Fields(line)
+			switch f[1] {
+			case "acquire":
+				in[f[2]] = true
+			case "release":
+				delete(in, f[2])
+			}
+			if strings.Contains(line, "rebooting") {
+				rebooted[f[2]] = true
+			}
+			most = max(most, len(in))
+		}
+		if most != 1 || len(rebooted) != 3 {
+			t.Fatalf("at most %d machines held a slot at once (want 1); rebooted under a slot: %v\n%s", most, rebooted, strings.Join(hist, "\n"))
+		}
+		for _, m := range l.ms.List {
+			if got := m.Run(t, "cat /usr/share/tend-hello/VERSION; systemctl is-active hello tend-node"); got != "1.1\nactive\nactive\n" {
+				t.Errorf("%s after its reboot: %q", m.Name, got)
+			}
+		}
+		t.Logf("slot history:\n%s", strings.Join(hist, "\n"))
+	})
+}

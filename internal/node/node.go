@@ -281,15 +281,18 @@ func (a *Agent) Once(ctx context.Context) *Status {
 	}
 	plan := machine.PlanState(ctx, a.Sys, p.Desired)
 	st.Failing = append(st.Failing, plan.Errors...)
+	// A reboot still owed for an earlier change takes a slot too, once the
+	// pool allows reboots.
+	rebootOwed := a.rebootPending() && p.Pool.Spec.Rollout.Reboot && a.Reboot != nil
 
 	// Disruptive changes wait for a slot; so do the files whose change
 	// would restart a disruptive unit.
 	keep := func(machine.Change) bool { return true }
-	if plan.Disruptive() && !held {
+	if (plan.Disruptive() || rebootOwed) && !held {
 		if serr != nil {
 			keep = nonDisruptive(plan)
 			st.Slot = "unavailable: " + serr.Error()
-		} else if g, err := slots.Acquire(ctx, p.Pool.Spec.Rollout.MaxUnavailableOrDefault(), "applying "+summary(plan)); err != nil {
+		} else if g, err := slots.Acquire(ctx, p.Pool.Spec.Rollout.MaxUnavailableOrDefault(), slotReason(plan)); err != nil {
 			keep = nonDisruptive(plan)
 			st.Slot = "unavailable: " + err.Error()
 		} else if !g.Granted {
@@ -317,10 +320,14 @@ func (a *Agent) Once(ctx context.Context) *Status {
 		} else {
 			st.Changed = append(st.Changed, r)
 			if r.Reboot {
-				st.RebootRequired = true
+				a.markReboot()
 			}
 		}
 	}
+	// Until the machine boots again, a change that needs a reboot is not
+	// in effect: status says so on every run, not just the one that
+	// applied it.
+	st.RebootRequired = a.rebootPending()
 	if held {
 		a.finishSlot(ctx, p, slots, st, disruptiveFailed)
 	}
@@ -343,9 +350,16 @@ func (a *Agent) finishSlot(ctx context.Context, p *Prepared, slots Slots, st *St
 	if st.RebootRequired && p.Pool.Spec.Rollout.Reboot && a.Reboot != nil {
 		slots.Note(ctx, "rebooting")
 		st.Slot = "held: rebooting"
-		if err := a.Reboot(ctx); err == nil {
+		err := a.Reboot(ctx)
+		if err == nil {
 			return // health is checked after the reboot, still holding the slot
 		}
+		reason := "reboot failed: " + err.Error()
+		slots.Note(ctx, reason)
+		st.Slot = "held: " + reason
+		st.Failing = append(st.Failing, machine.ResourceError{Resource: "reboot", Error: err.Error(),
+			Hint: "the machine keeps its rollout slot; reboot it by hand, or free the slot with tend machines release"})
+		return
 	}
 	if err := Health(ctx, p.Pool.Spec.Rollout); err != nil {
 		reason := "health check failed: " + err.Error()
@@ -361,6 +375,35 @@ func (a *Agent) finishSlot(ctx context.Context, p *Prepared, slots Slots, st *St
 	}
 	a.markHeld(false)
 	st.Slot = ""
+}
+
+// rebootFile records that a change needs a reboot, with the boot it was
+// applied in: the kernel's boot ID changes on every boot (systemd-nspawn
+// gives each container boot its own), so a reboot clears it.
+func (a *Agent) rebootFile() string { return filepath.Join(a.Config.StateDir, "reboot-required") }
+
+func (a *Agent) bootID() string {
+	b, _ := os.ReadFile(a.Sys.Path("/proc/sys/kernel/random/boot_id"))
+	return strings.TrimSpace(string(b))
+}
+
+func (a *Agent) markReboot() {
+	os.MkdirAll(a.Config.StateDir, 0o700)
+	os.WriteFile(a.rebootFile(), []byte(a.bootID()+"\n"), 0o600)
+}
+
+// rebootPending reports whether a change waits for a reboot; it forgets
+// one the machine has booted since.
+func (a *Agent) rebootPending() bool {
+	b, err := os.ReadFile(a.rebootFile())
+	if err != nil {
+		return false
+	}
+	if id := a.bootID(); id != "" && strings.TrimSpace(string(b)) != id {
+		os.Remove(a.rebootFile())
+		return false
+	}
+	return true
 }
 
 func (a *Agent) holdsSlot() bool {
@@ -395,6 +438,13 @@ func nonDisruptive(p *machine.Plan) func(machine.Change) bool {
 		}
 	}
 	return func(c machine.Change) bool { return !c.Disruptive && !held[c.Resource] }
+}
+
+func slotReason(p *machine.Plan) string {
+	if s := summary(p); s != "" {
+		return "applying " + s
+	}
+	return "rebooting for a change applied earlier"
 }
 
 func summary(p *machine.Plan) string {

@@ -141,8 +141,9 @@ func (s Store) Acquire(pool, machine string, max int, reason string) (Grant, err
 func (s Store) Note(pool, machine, reason string) error {
 	_, err := s.update(pool, func(st *Slots) error {
 		for i := range st.Holders {
-			if st.Holders[i].Machine == machine {
+			if st.Holders[i].Machine == machine && st.Holders[i].Reason != reason {
 				st.Holders[i].Reason = reason
+				s.record(pool, "note", machine+" "+strings.Join(strings.Fields(reason), " "))
 			}
 		}
 		return nil

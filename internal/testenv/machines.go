@@ -89,6 +89,7 @@ type Machine struct {
 	mu    sync.Mutex
 	cmd   *exec.Cmd
 	done  chan struct{}
+	boots int
 }
 
 // Addr is the machine's SSH address.
@@ -161,6 +162,7 @@ func NewMachines(t testing.TB, n int) *Machines {
 	t.Cleanup(func() {
 		for _, m := range ms.List {
 			m.Kill()
+			m.unmountRoot()
 		}
 	})
 	for i, err := range errs {
@@ -202,16 +204,57 @@ func ipCmd(args ...string) error {
 	return nil
 }
 
-// Start boots the machine (again) and waits for SSH. A restarted machine
-// starts from the image: its overlay lives in memory.
+// rebootExit is systemd-nspawn's exit status when the container reboots;
+// systemd-nspawn@.service restarts on it, and so does Machine.
+const rebootExit = 133
+
+// Start boots the machine (again) and waits for SSH. Its root is an
+// overlay of the shared image with an upper layer of its own on disk, so
+// what the machine writes survives a reboot, as on a real disk.
 func (m *Machine) Start() error {
-	ms := m.set
-	key := filepath.Join(ms.dir, m.Name+"_host_key")
-	console, err := os.Create(filepath.Join(ms.dir, m.Name+".console"))
+	if err := m.mountRoot(); err != nil {
+		return err
+	}
+	done, err := m.boot()
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("systemd-nspawn", "-D", ms.image, "--volatile=overlay", "--register=no", "--keep-unit",
+	return m.waitSSH(done, 60*time.Second)
+}
+
+// mountRoot mounts the machine's overlay root once.
+func (m *Machine) mountRoot() error {
+	base := filepath.Join(m.set.dir, m.Name)
+	root := filepath.Join(base, "root")
+	if _, err := os.Stat(filepath.Join(root, "usr")); err == nil {
+		return nil
+	}
+	for _, d := range []string{"upper", "work", "root"} {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", m.set.image, filepath.Join(base, "upper"), filepath.Join(base, "work"))
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, root).CombinedOutput(); err != nil {
+		return fmt.Errorf("mount the machine's overlay root: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func (m *Machine) unmountRoot() {
+	exec.Command("umount", "-l", filepath.Join(m.set.dir, m.Name, "root")).Run()
+}
+
+// boot starts systemd-nspawn; when the machine reboots (exit 133) it is
+// started again, as systemd-nspawn@.service does.
+func (m *Machine) boot() (chan struct{}, error) {
+	ms := m.set
+	key := filepath.Join(ms.dir, m.Name+"_host_key")
+	console, err := os.OpenFile(filepath.Join(ms.dir, m.Name+".console"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("systemd-nspawn", "-D", filepath.Join(ms.dir, m.Name, "root"), "--register=no", "--keep-unit",
 		"--console=passive", "--network-namespace-path=/run/netns/"+m.netns, "--machine="+m.netns, "--hostname="+m.Name,
 		"--capability=CAP_NET_ADMIN",
 		// The machine shares the host's kernel: let it see which modules
@@ -224,18 +267,40 @@ func (m *Machine) Start() error {
 	cmd.Env = append(os.Environ(), "SYSTEMD_NSPAWN_API_VFS_WRITABLE=network")
 	if err := cmd.Start(); err != nil {
 		console.Close()
-		return fmt.Errorf("systemd-nspawn: %w", err)
+		return nil, fmt.Errorf("systemd-nspawn: %w", err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); console.Close(); close(done) }()
 	m.mu.Lock()
 	m.cmd, m.done = cmd, done
+	m.boots++
 	m.mu.Unlock()
-	deadline := time.Now().Add(60 * time.Second)
+	go func() {
+		cmd.Wait()
+		console.Close()
+		m.mu.Lock()
+		again := m.cmd == cmd && cmd.ProcessState.ExitCode() == rebootExit
+		m.mu.Unlock()
+		if again {
+			if _, err := m.boot(); err == nil {
+				// The new boot's done channel takes over; this one closes
+				// only once the machine is stopped for good.
+				m.mu.Lock()
+				next := m.done
+				m.mu.Unlock()
+				<-next
+			}
+		}
+		close(done)
+	}()
+	return done, nil
+}
+
+func (m *Machine) waitSSH(done chan struct{}, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
 		case <-done:
-			return fmt.Errorf("systemd-nspawn exited: %v", cmd.ProcessState)
+			return fmt.Errorf("systemd-nspawn exited")
 		default:
 		}
 		c, err := m.Dial()
@@ -245,13 +310,22 @@ func (m *Machine) Start() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("no SSH on %s after 60 s", m.Addr())
+	return fmt.Errorf("no SSH on %s after %s", m.Addr(), timeout)
 }
 
-// Kill powers the machine off at once (SIGKILL to nspawn), as a crash would.
+// Boots is how many times the machine has booted, reboots included.
+func (m *Machine) Boots() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.boots
+}
+
+// Kill powers the machine off (SIGTERM to nspawn, then SIGKILL after 5 s),
+// as pulling the plug would; it is not restarted.
 func (m *Machine) Kill() {
 	m.mu.Lock()
 	cmd, done := m.cmd, m.done
+	m.cmd = nil
 	m.mu.Unlock()
 	if cmd == nil {
 		return
@@ -263,9 +337,6 @@ func (m *Machine) Kill() {
 		cmd.Process.Kill()
 		<-done
 	}
-	m.mu.Lock()
-	m.cmd = nil
-	m.mu.Unlock()
 }
 
 // Console returns what the machine printed while booting.
