@@ -1,6 +1,7 @@
-// Package node measures the node agent on a real test machine: a no-op
-// converge of 50 resources, the processes it starts, and the idle agent's
-// memory, against baselines measured in the same run on the same machine.
+// Package node measures the node agent (tend-node) on a real test machine:
+// a no-op converge of 50 resources, the processes it starts, and the idle
+// agent's memory, against baselines measured in the same run on the same
+// machine: apt's own check, sshd, and the full tend installed as the agent.
 //
 //	go test ./bench/node -run '^$' -bench . -benchtime 20x
 package node
@@ -111,4 +112,19 @@ func BenchmarkNoopConverge50(b *testing.B) {
 	}
 	b.ReportMetric(rss("systemctl show -p MainPID --value tend-node"), "agent-idle-rss-MB")
 	b.ReportMetric(rss("systemctl show -p MainPID --value ssh"), "baseline-sshd-rss-MB")
+
+	// Baseline: the full tend installed as the agent, as before tend-node,
+	// idle in the same way on the same machine.
+	out.Reset()
+	errb.Reset()
+	if code := cli.Main(context.Background(), []string{"bootstrap", "machines", "--pool", filepath.Join(wt.Dir, "machines/bench.yaml"),
+		"--repo", git.URL + "/ops.git", "-i", ms.ClientKey, "--binary", testenv.TendBinary(b)}, &out, &errb); code != 0 {
+		b.Fatalf("bootstrap the full tend: %s%s", out.String(), errb.String())
+	}
+	m.Run(b, "systemctl restart tend-node")
+	time.Sleep(5 * time.Second)
+	if st := apply(); !st.InSync {
+		b.Fatalf("the full tend as agent is not in sync: %+v", st)
+	}
+	b.ReportMetric(rss("systemctl show -p MainPID --value tend-node"), "baseline-full-tend-agent-idle-rss-MB")
 }
