@@ -419,6 +419,51 @@ func TestMachineFaults(t *testing.T) {
 		l.wait("in sync", time.Minute, synced)
 	})
 
+	t.Run("ruleset keeping SSH through a jump and a set", func(t *testing.T) {
+		l.t = t
+		fw := func(admins string) string {
+			return baseState[:strings.Index(baseState, "    firewall:\n")] + fmt.Sprintf(`    firewall:
+      sshFrom: [%s]
+      ruleset: |
+        table inet filter {
+          set admins { type ipv4_addr; flags interval; elements = { %s } }
+          chain ssh_in {
+            ip saddr @admins tcp dport 22 accept
+          }
+          chain input {
+            type filter hook input priority 0; policy drop;
+            iif lo accept
+            ct state vmap { established : accept, related : accept, invalid : drop }
+            jump ssh_in
+            tcp dport 8080 accept comment "marker-v2"
+          }
+        }
+`, l.ms.Gateway, admins)
+		}
+		subnet := strings.TrimSuffix(l.ms.Gateway, ".1") + ".0/24"
+		l.commit("admins only", l.pool(fw(subnet), ""))
+		l.wait("the ruleset applied", 2*time.Minute, synced)
+		for _, m := range l.ms.List {
+			if !strings.Contains(m.Run(t, "nft list ruleset"), "marker-v2") {
+				t.Errorf("%s: the ruleset was not applied", m.Name)
+			}
+		}
+		// Admins on another network: the pool's machines could no longer
+		// reach the coordinator, so it is refused, naming who is cut off.
+		l.commit("wrong admins", l.pool(fw("10.99.0.0/16, "+l.ms.Gateway), ""))
+		fs := l.wait("the ruleset refused", time.Minute, func(_ string, st *node.Status) bool {
+			return strings.Contains(failing(st, "firewall /etc/nftables.conf"), "would cut off SSH from "+strings.TrimSuffix(l.ms.Gateway, ".1"))
+		})
+		t.Logf("m1: %s", failing(fs.Machines[0].Status, "firewall /etc/nftables.conf"))
+		for _, m := range l.ms.List {
+			if !strings.Contains(m.Run(t, "nft list ruleset"), "marker-v2") {
+				t.Errorf("%s: the live ruleset was touched", m.Name)
+			}
+		}
+		l.commit("good again", l.pool(baseState, ""))
+		l.wait("in sync", 2*time.Minute, synced)
+	})
+
 	t.Run("unit that fails to start", func(t *testing.T) {
 		l.t = t
 		broken := strings.Replace(strings.Replace(baseState, "ExecStart=/bin/sleep infinity", "ExecStart=/bin/false", 1),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -195,7 +196,9 @@ func Compile(p *model.MachinePool, m *model.Machine, o Options) (*Desired, error
 				port, _ = strconv.Atoi(ps)
 			}
 		}
-		d.resources = append(d.resources, &firewallRes{ruleset: rules, sshPort: port, origin: origin, stateDir: o.StateDir})
+		fr := &firewallRes{ruleset: rules, sshPort: port, origin: origin, stateDir: o.StateDir}
+		fr.self, fr.sources = sshSources(p, m, fw)
+		d.resources = append(d.resources, fr)
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -282,4 +285,36 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// sshSources are the addresses that must keep SSH access to machine m: the
+// pool's other machines, whose agents reach the coordinator over SSH, and
+// the operators' addresses in sshFrom, or, without them, any address
+// (203.0.113.1, from a documentation range, stands for it). Pure.
+func sshSources(p *model.MachinePool, m *model.Machine, fw *model.Firewall) (self netip.Addr, from []netip.Addr) {
+	addrOf := func(mm *model.Machine) netip.Addr {
+		host, _, err := net.SplitHostPort(mm.SSHAddress())
+		if err != nil {
+			return netip.Addr{}
+		}
+		a, _ := netip.ParseAddr(host)
+		return a
+	}
+	self = addrOf(m)
+	for i := range p.Spec.Machines {
+		if mm := &p.Spec.Machines[i]; mm.Name != m.Name {
+			if a := addrOf(mm); a.IsValid() {
+				from = append(from, a)
+			}
+		}
+	}
+	for _, s := range fw.SSHFrom {
+		if a, err := netip.ParseAddr(s); err == nil {
+			from = append(from, a)
+		}
+	}
+	if len(fw.SSHFrom) == 0 {
+		from = append(from, netip.MustParseAddr("203.0.113.1"))
+	}
+	return self, from
 }

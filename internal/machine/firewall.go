@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +19,9 @@ import (
 type firewallRes struct {
 	ruleset string // as written in git
 	sshPort int
+	// self is the machine's address; sources must keep SSH access to it.
+	self    netip.Addr
+	sources []netip.Addr
 	origin  string // file:line, for errors
 	// stateDir keeps the hash of the live ruleset after the last apply, to
 	// see drift without parsing nft's output.
@@ -43,10 +47,6 @@ func (f *firewallRes) hashFile(sys *System) string {
 
 func (f *firewallRes) plan(ctx context.Context, sys *System) (*Change, error) {
 	want := f.fileContent()
-	if err := CheckSSHAccess(f.ruleset, f.sshPort); err != nil {
-		return nil, withHint(fmt.Errorf("%s: %w", f.origin, err),
-			fmt.Sprintf("accept the SSH port before any drop in the input chain, e.g. `tcp dport %d accept`", f.sshPort))
-	}
 	have, _ := os.ReadFile(sys.Path(nftConf))
 	live, err := sys.run(ctx, "nft", "list", "ruleset")
 	if err != nil {
@@ -65,24 +65,64 @@ func (f *firewallRes) plan(ctx context.Context, sys *System) (*Change, error) {
 	if len(det) == 0 {
 		return nil, nil
 	}
-	// Check the syntax now, so a broken ruleset is refused in plan and the
-	// live one is never touched.
+	// Check it now, so a broken ruleset, or one that would lock the agent
+	// out, is refused in plan and the live one is never touched.
+	if err := f.check(ctx, sys, want); err != nil {
+		return nil, err
+	}
+	return &Change{Action: Update, Details: det, Disruptive: true}, nil
+}
+
+// check loads the ruleset into a throwaway network namespace, where nft
+// both checks it and prints it back normalized as JSON, and follows a new
+// SSH connection from each address that must keep access through it.
+// Where namespaces cannot be made, it falls back to `nft -c` and a check
+// of the text.
+func (f *firewallRes) check(ctx context.Context, sys *System, want []byte) error {
 	tmp, err := os.CreateTemp("", "tend-nft-*.conf")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	tmp.Write(want)
 	tmp.Close()
-	if out, err := sys.run(ctx, "nft", "-c", "-f", tmp.Name()); err != nil {
-		msg := strings.ReplaceAll(string(out), tmp.Name(), "ruleset")
-		if e, ok := err.(*ExecError); ok {
-			msg = strings.ReplaceAll(e.Out, tmp.Name(), "ruleset")
-		}
-		return nil, withHint(fmt.Errorf("%s: nftables rejects the ruleset: %s", f.origin, lastLines(msg, 4)),
+	rejects := func(out string) error {
+		return withHint(fmt.Errorf("%s: nftables rejects the ruleset: %s", f.origin, lastLines(strings.ReplaceAll(out, tmp.Name(), "ruleset"), 4)),
 			"fix the ruleset in git (nft -c -f FILE checks it locally); the live ruleset was not touched")
 	}
-	return &Change{Action: Update, Details: det, Disruptive: true}, nil
+	cutOff := func(err error) error {
+		return withHint(fmt.Errorf("%s: %w", f.origin, err),
+			fmt.Sprintf("accept tcp port %d from these addresses before any drop (e.g. `tcp dport %d accept` in the input chain), or list where operators connect from in firewall.sshFrom", f.sshPort, f.sshPort))
+	}
+	out, err := sys.run(ctx, "unshare", "--net", "--", "nft", "-j", "-e", "-f", tmp.Name())
+	if err == nil {
+		for _, from := range f.sources {
+			if err := CheckSSHRuleset(out, SSHProbe{From: from, To: f.self, Port: f.sshPort}); err != nil {
+				return cutOff(err)
+			}
+		}
+		return nil
+	}
+	msg := string(out)
+	if e, ok := err.(*ExecError); ok {
+		msg = e.Out
+	}
+	if strings.Contains(msg, "Error:") {
+		return rejects(msg)
+	}
+	// No network namespaces here (a restricted container): nft -c, and
+	// the conservative text check.
+	if out, err := sys.run(ctx, "nft", "-c", "-f", tmp.Name()); err != nil {
+		msg := string(out)
+		if e, ok := err.(*ExecError); ok {
+			msg = e.Out
+		}
+		return rejects(msg)
+	}
+	if err := CheckSSHAccess(f.ruleset, f.sshPort); err != nil {
+		return cutOff(err)
+	}
+	return nil
 }
 
 func (f *firewallRes) apply(ctx context.Context, sys *System, c *Change) error {

@@ -112,6 +112,22 @@ func parseNFT(b []byte) (*nftRuleset, error) {
 			if ch := rs.byName[r.Family+"/"+r.Table+"/"+r.Chain]; ch != nil {
 				ch.rules = append(ch.rules, nftRule{handle: r.Handle, expr: r.Expr})
 			}
+		case obj["element"] != nil:
+			// Elements added after their set (nft -e prints interval
+			// sets this way).
+			var e struct {
+				Family, Table, Name string
+				Elem                json.RawMessage
+			}
+			json.Unmarshal(obj["element"], &e)
+			key := e.Family + "/" + e.Table + "/" + e.Name
+			var set struct{ Set []json.RawMessage }
+			var list []json.RawMessage
+			if json.Unmarshal(e.Elem, &set) == nil && set.Set != nil {
+				rs.sets[key] = append(rs.sets[key], set.Set...)
+			} else if json.Unmarshal(e.Elem, &list) == nil {
+				rs.sets[key] = append(rs.sets[key], list...)
+			}
 		case obj["set"] != nil || obj["map"] != nil:
 			raw := obj["set"]
 			if raw == nil {
@@ -122,7 +138,8 @@ func parseNFT(b []byte) (*nftRuleset, error) {
 				Elem                []json.RawMessage
 			}
 			json.Unmarshal(raw, &s)
-			rs.sets[s.Family+"/"+s.Table+"/"+s.Name] = s.Elem
+			key := s.Family + "/" + s.Table + "/" + s.Name
+			rs.sets[key] = append(rs.sets[key], s.Elem...)
 		}
 	}
 	return rs, nil

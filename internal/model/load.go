@@ -152,10 +152,7 @@ func poolLines(n *yaml.Node, p *MachinePool) {
 	spec := child(n, "spec")
 	state := func(st *yaml.Node, s *MachineState) {
 		files := child(st, "files")
-		if files == nil {
-			return
-		}
-		for i, f := range files.Content {
+		for i, f := range contentOf(files) {
 			if i >= len(s.Files) {
 				break
 			}
@@ -186,6 +183,13 @@ func poolLines(n *yaml.Node, p *MachinePool) {
 			}
 		}
 	}
+}
+
+func contentOf(n *yaml.Node) []*yaml.Node {
+	if n == nil {
+		return nil
+	}
+	return n.Content
 }
 
 func child(n *yaml.Node, key string) *yaml.Node {

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path"
 	"regexp"
 	"strconv"
@@ -236,17 +237,22 @@ type User struct {
 	State string `json:"state,omitempty" yaml:"state,omitempty" jsonschema:"enum=present,enum=absent"`
 }
 
-// Firewall is an nftables ruleset. It is checked with `nft -c` in plan and
-// applied in one transaction; a ruleset whose input hook drops by default
-// without accepting the SSH port is refused, so the agent never cuts off
-// its own access.
+// Firewall is an nftables ruleset. It is checked by nft in plan and applied
+// in one transaction. A ruleset that would drop a new SSH connection from
+// the pool's other machines (agents reach the rollout coordinator over SSH)
+// or from sshFrom is refused, so the agent never cuts off its own access.
 type Firewall struct {
 	// Ruleset in nft syntax. Exactly one of ruleset and source.
 	Ruleset string `json:"ruleset,omitempty" yaml:"ruleset,omitempty"`
 	// Source is a file in the repository.
 	Source string `json:"source,omitempty" yaml:"source,omitempty"`
-	// SSHPort the ruleset must keep open (default 22).
+	// SSHPort the ruleset must keep open (default: the port of the
+	// machine's address, else 22).
 	SSHPort int `json:"sshPort,omitempty" yaml:"sshPort,omitempty"`
+	// SSHFrom are the addresses operators reach the machines from (a
+	// bastion, an admin network's address). Without it SSH must stay open
+	// to any address.
+	SSHFrom []string `json:"sshFrom,omitempty" yaml:"sshFrom,omitempty"`
 
 	Line int `json:"-" yaml:"-"`
 }
@@ -457,5 +463,12 @@ func validateState(s MachineState, machine string, line int, at func(int, string
 	}
 	if f := s.Firewall; f != nil && (f.Ruleset == "") == (f.Source == "") {
 		at(line, where("firewall needs exactly one of ruleset and source"), "set ruleset: inline, or source: a file in the repository")
+	}
+	if f := s.Firewall; f != nil {
+		for _, a := range f.SSHFrom {
+			if _, err := netip.ParseAddr(a); err != nil {
+				at(f.Line, where(fmt.Sprintf("firewall sshFrom %q is not an IP address", a)), "list the addresses operators connect from, e.g. sshFrom: [192.0.2.10]")
+			}
+		}
 	}
 }

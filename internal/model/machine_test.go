@@ -79,6 +79,7 @@ func TestMachinePoolBadInput(t *testing.T) {
 		{"no machines", head + "  machines: []\n", "no machines", "spec.machines"},
 		{"duplicate machine", head + m + "  - {name: a, address: 10.0.0.2, hostKey: \"" + hostKey + "\"}\n", "machine \"a\" is listed twice", "unique"},
 		{"unit without suffix", head + m + "  state:\n    units: [{name: web}]\n", "unit \"web\" has no suffix", "web.service"},
+		{"firewall sshFrom not an address", head + m + "  state:\n    firewall:\n      ruleset: \"table inet f {}\"\n      sshFrom: [bastion.example]\n", "web.yaml:9: MachinePool/web: machine a: firewall sshFrom \"bastion.example\" is not an IP address", "sshFrom: [192.0.2.10]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
