@@ -346,13 +346,20 @@ func (l *lab) slotsOn() rollout.Slots {
 	return s
 }
 
-func TestMachineFaults(t *testing.T) {
+// convergedLab is a lab whose three machines are bootstrapped with the
+// base state and have converged.
+func convergedLab(t *testing.T) *lab {
 	l := newLab(t)
 	l.commit("web pool", l.pool(baseState, ""))
 	if code, out, errOut := l.bootstrap(); code != 0 {
 		t.Fatalf("bootstrap = %d\n%s\n%s", code, out, errOut)
 	}
 	l.wait("first converge", 3*time.Minute, synced)
+	return l
+}
+
+func TestMachineFaults(t *testing.T) {
+	l := convergedLab(t)
 	m1, m3 := l.ms.List[0], l.ms.List[2]
 
 	t.Run("host key mismatch", func(t *testing.T) {
@@ -386,6 +393,19 @@ func TestMachineFaults(t *testing.T) {
 			return strings.Contains(failing(st, "package no-such-package"), "Unable to locate package") && len(st.Failing) == 1
 		})
 		t.Logf("status: %s", failing(fs.Machines[0].Status, "package no-such-package"))
+		l.commit("good again", l.pool(baseState, ""))
+		l.wait("in sync", time.Minute, synced)
+	})
+
+	t.Run("kernel module that does not exist", func(t *testing.T) {
+		l.t = t
+		l.commit("bad module", l.pool(strings.Replace(baseState, "kernelModules: [overlay]", "kernelModules: [overlay, tend_no_such_module]", 1), ""))
+		fs := l.wait("the bad module reported", time.Minute, func(_ string, st *node.Status) bool {
+			f := failing(st, "kernel-modules /etc/modules-load.d/tend.conf")
+			return strings.Contains(f, "load module tend_no_such_module") && strings.Contains(f, "modinfo tend_no_such_module") && len(st.Failing) == 1
+		})
+		// modprobe really ran, and said why.
+		t.Logf("status: %s", failing(fs.Machines[0].Status, "kernel-modules /etc/modules-load.d/tend.conf"))
 		l.commit("good again", l.pool(baseState, ""))
 		l.wait("in sync", time.Minute, synced)
 	})
@@ -617,12 +637,7 @@ func TestMachineFaults(t *testing.T) {
 // reboots, then rolled as reboots one machine at a time once it allows
 // them. The machines' roots persist across reboots, as disks do.
 func TestMachinesDiffAndReboot(t *testing.T) {
-	l := newLab(t)
-	l.commit("web pool", l.pool(baseState, ""))
-	if code, out, errOut := l.bootstrap(); code != 0 {
-		t.Fatalf("bootstrap = %d\n%s\n%s", code, out, errOut)
-	}
-	l.wait("first converge", 3*time.Minute, synced)
+	l := convergedLab(t)
 	m1 := l.ms.List[0]
 
 	t.Run("machines diff", func(t *testing.T) {

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Builds the Debian image of tend's test machines into $1 (once; the caller
 # caches it under ~/.cache/tend/machines). A machine boots it with real
-# systemd through systemd-nspawn --volatile=overlay, so the image itself is
-# never written to. Needs root and debootstrap. Uses the host's own apt
+# systemd through systemd-nspawn on an overlay of its own, so the image
+# itself is never written to. Needs root and debootstrap. Uses the host's own apt
 # mirror, so no address is written into the project.
 set -euo pipefail
 OUT=$1
