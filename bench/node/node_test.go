@@ -47,6 +47,7 @@ func BenchmarkNoopConverge50(b *testing.B) {
 	m := ms.List[0]
 	bin := testenv.NodeBinary(b)
 	git := testenv.NewGitServerOn(b, ms.Gateway, "", "")
+	git.SetReadOnly(true)
 	wt := git.Repo(b, "ops")
 	apt := ms.AptRepo(b, []testenv.Deb{{Name: "bench-a", Version: "1"}, {Name: "bench-b", Version: "1"}})
 	pool := fmt.Sprintf("apiVersion: tend.dev/v1alpha1\nkind: MachinePool\nmetadata: {name: bench}\nspec:\n  interval: 1h\n  machines:\n  - {name: %s, address: %s, hostKey: %q}\n%s",

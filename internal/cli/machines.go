@@ -20,6 +20,7 @@ import (
 	"tend.dev/tend/internal/node"
 	"tend.dev/tend/internal/nodecli"
 	"tend.dev/tend/internal/rollout"
+	"tend.dev/tend/internal/source/gogit"
 )
 
 // poolFlags are the flags of commands that reach a pool's machines.
@@ -109,6 +110,7 @@ func repoRootOf(dir string) string {
 func newBootstrapMachines(g *globals) *cobra.Command {
 	var pf poolFlags
 	var binary string
+	var allowWritable bool
 	cmd := &cobra.Command{
 		Use:   "machines",
 		Short: "Install or upgrade the node agent on every machine of a pool, over SSH with pinned host keys",
@@ -144,6 +146,18 @@ func newBootstrapMachines(g *globals) *cobra.Command {
 			so, err := g.sourceOptions()
 			if err != nil {
 				return err
+			}
+			// Least privilege: a machine that can push can change what
+			// every machine runs.
+			if !allowWritable && !strings.HasPrefix(repoURL, "file://") {
+				so.Ref = ""
+				switch can, err := gogit.CanPush(cmd.Context(), repoURL, so); {
+				case err != nil:
+					fmt.Fprintf(g.stderr, "warning: could not check that the machines' git credential is read-only: %v\n", err)
+				case can:
+					return model.WithHint(fmt.Errorf("the git credential for the machines can push to %s; machines must only read", gogit.Redact(repoURL)),
+						"give the machines a read-only deploy token (GitHub: a deploy key without write access; GitLab: a deploy token with read_repository; Gitea: a read-only token), or pass --allow-writable-credential")
+				}
 			}
 			o := fleet.BootstrapOptions{Binary: bin, Repo: repoURL, Ref: g.revision}
 			if tok := firstNonEmpty(so.Token, so.Password); tok != "" {
@@ -188,6 +202,7 @@ func newBootstrapMachines(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(cmd)
+	cmd.Flags().BoolVar(&allowWritable, "allow-writable-credential", false, "install a git credential that can push (refused by default: machines should only read)")
 	cmd.Flags().StringVar(&binary, "binary", "", "agent executable to install (default: tend-node beside this tend, else this tend); a linux build of ./cmd/tend-node")
 	return cmd
 }

@@ -42,6 +42,7 @@ func newLab(t *testing.T) *lab {
 	ms := testenv.NewMachines(t, 3)
 	l := &lab{t: t, ms: ms, bin: bin, machineState: map[string]string{}}
 	l.git = testenv.NewGitServerOn(t, ms.Gateway, "machines", "read-only-token")
+	l.git.SetReadOnly(true)
 	l.wt = l.git.Repo(t, "ops")
 	l.repoURL = l.git.URL + "/ops.git"
 	l.aptLine = ms.AptRepo(t, []testenv.Deb{
@@ -371,6 +372,21 @@ func TestMachineFaults(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, "machine m2 ("+l.ms.List[1].Addr()+"): host key mismatch") || !strings.Contains(errOut, "hint:") ||
 			!strings.Contains(out, "2 of 3 machines bootstrapped") {
 			t.Fatalf("bootstrap with a wrong host key = %d\n%s\n%s", code, out, errOut)
+		}
+	})
+
+	t.Run("git credential that can push", func(t *testing.T) {
+		l.t = t
+		l.git.SetReadOnly(false)
+		defer l.git.SetReadOnly(true)
+		code, out, errOut := l.bootstrap()
+		if code != 2 || !strings.Contains(errOut, "the git credential for the machines can push to "+l.repoURL+"; machines must only read") ||
+			!strings.Contains(errOut, "hint: give the machines a read-only deploy token") || strings.Contains(out, "bootstrapped") {
+			t.Fatalf("bootstrap with a writable credential = %d\n%s\n%s", code, out, errOut)
+		}
+		t.Logf("bootstrap with a writable credential:\n%s", errOut)
+		if code, out, errOut := l.bootstrap("--allow-writable-credential"); code != 0 {
+			t.Fatalf("bootstrap --allow-writable-credential = %d\n%s\n%s", code, out, errOut)
 		}
 	})
 

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -18,7 +19,14 @@ type GitServer struct {
 	URL  string
 	// User and Password, when set, are required (basic auth).
 	User, Password string
+
+	readOnly atomic.Bool
 }
+
+// SetReadOnly makes the server refuse pushes over HTTP (403), as a forge
+// does for a read-only deploy token. Work trees still push to the bare
+// path.
+func (s *GitServer) SetReadOnly(ro bool) { s.readOnly.Store(ro) }
 
 // NewGitServer starts git http-backend on loopback for the test.
 func NewGitServer(t testing.TB, user, password string) *GitServer {
@@ -52,6 +60,10 @@ func NewGitServerOn(t testing.TB, host, user, password string) *GitServer {
 				http.Error(w, "unauthorized", http.StatusUnauthorized)
 				return
 			}
+		}
+		if s.readOnly.Load() && (r.URL.Query().Get("service") == "git-receive-pack" || strings.HasSuffix(r.URL.Path, "/git-receive-pack")) {
+			http.Error(w, "read-only", http.StatusForbidden)
+			return
 		}
 		h.ServeHTTP(w, r)
 	})}

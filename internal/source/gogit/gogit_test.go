@@ -201,3 +201,38 @@ func TestRedact(t *testing.T) {
 		t.Errorf("Redact kept the password: %s", got)
 	}
 }
+
+// TestCanPush asks a real git http-backend whether credentials may push,
+// without pushing.
+func TestCanPush(t *testing.T) {
+	srv := testenv.NewGitServer(t, "alice", "s3cret")
+	wt := srv.Repo(t, "ops")
+	wt.Write(t, map[string]string{"a.txt": "one"})
+	head := wt.Commit(t, "feat: one")
+	url := srv.URL + "/ops.git"
+	tests := []struct {
+		name     string
+		readOnly bool
+		opts     source.Options
+		want     bool
+	}{
+		{"writable", false, source.Options{Username: "alice", Password: "s3cret"}, true},
+		{"read-only token", true, source.Options{Username: "alice", Password: "s3cret"}, false},
+		{"no credential", false, source.Options{}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			srv.SetReadOnly(tc.readOnly)
+			got, err := gogit.CanPush(ctx(t), url, tc.opts)
+			if err != nil || got != tc.want {
+				t.Fatalf("CanPush = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+	if got := strings.TrimSpace(testenv.Git(t, wt.Bare, "rev-parse", "main")); got != head {
+		t.Errorf("the check changed the repository: main is %s, want %s", got, head)
+	}
+	if _, err := gogit.CanPush(ctx(t), "http://127.0.0.1:1/ops.git", source.Options{}); err == nil {
+		t.Error("an unreachable remote gave no error")
+	}
+}
