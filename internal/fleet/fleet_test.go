@@ -294,10 +294,10 @@ func TestMachines(t *testing.T) {
 	t.Run("hostname and swap", func(t *testing.T) {
 		l.t = t
 		m1.Run(t, "echo '/swapfile none swap sw 0 0' >> /etc/fstab")
-		l.machineState["m1"] = "      hostname: web-one\n"
+		l.machineState["m1"] = "      hostname: \"{{ .Machine.Name }}-{{ .Vars.role }}\"\n"
 		l.commit("m1 hostname", l.pool(baseState, ""))
 		l.wait("in sync", time.Minute, synced)
-		if got := m1.Run(t, "hostname; cat /etc/hostname; grep swap /etc/fstab"); got != "web-one\nweb-one\n# swap off by tend: /swapfile none swap sw 0 0\n" {
+		if got := m1.Run(t, "hostname; cat /etc/hostname; grep swap /etc/fstab"); got != "m1-web\nm1-web\n# swap off by tend: /swapfile none swap sw 0 0\n" {
 			t.Fatalf("hostname and fstab: %q", got)
 		}
 		if got := l.ms.List[1].Run(t, "hostname"); got != "m2\n" {

@@ -135,7 +135,13 @@ func Compile(p *model.MachinePool, m *model.Machine, o Options) (*Desired, error
 	obj := "MachinePool/" + p.Metadata.Name
 
 	if st.Hostname != "" {
-		d.resources = append(d.resources, &hostnameRes{name: st.Hostname})
+		name, err := hostname(st.Hostname, data)
+		if err != nil {
+			errs = append(errs, &model.Error{Origin: p.Origin, Object: obj, Msg: "hostname: " + err.Error(),
+				Hint: "a hostname is labels of letters, digits and '-', dot-separated, at most 253 characters; a template sees .Machine, .Vars and .Facts, e.g. hostname: \"{{ .Machine.Name }}.{{ .Vars.domain }}\""})
+		} else {
+			d.resources = append(d.resources, &hostnameRes{name: name})
+		}
 	}
 	if st.Swap == "off" {
 		d.resources = append(d.resources, swapRes{})
@@ -317,4 +323,32 @@ func sshSources(p *model.MachinePool, m *model.Machine, fw *model.Firewall) (sel
 		from = append(from, netip.MustParseAddr("203.0.113.1"))
 	}
 	return self, from
+}
+
+var hostLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+
+// hostname renders a hostname that is a template and checks the result is
+// a valid name (RFC 1123), so a typo never reaches the machine. Pure.
+func hostname(spec string, data TemplateData) (string, error) {
+	name := spec
+	if strings.Contains(spec, "{{") {
+		t, err := template.New("hostname").Option("missingkey=error").Parse(spec)
+		if err != nil {
+			return "", fmt.Errorf("template: %v", strings.TrimPrefix(err.Error(), "template: hostname:1: "))
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, data); err != nil {
+			return "", fmt.Errorf("template: %v", strings.TrimPrefix(err.Error(), "template: hostname:1:"))
+		}
+		name = strings.TrimSpace(b.String())
+	}
+	if len(name) > 253 {
+		return "", fmt.Errorf("%q is longer than 253 characters", name)
+	}
+	for _, l := range strings.Split(name, ".") {
+		if !hostLabel.MatchString(l) {
+			return "", fmt.Errorf("%q is not a valid hostname", name)
+		}
+	}
+	return name, nil
 }

@@ -169,3 +169,36 @@ func TestTemplateErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestHostname(t *testing.T) {
+	var data TemplateData
+	data.Machine.Name, data.Machine.Pool = "web-1", "web"
+	data.Vars = map[string]string{"domain": "example.test"}
+	tests := []struct {
+		name, spec, want, err string
+	}{
+		{name: "plain", spec: "web-1", want: "web-1"},
+		{name: "fqdn", spec: "Web-1.example.test", want: "Web-1.example.test"},
+		{name: "template", spec: "{{ .Machine.Name }}.{{ .Vars.domain }}", want: "web-1.example.test"},
+		{name: "missing var", spec: "{{ .Machine.Name }}.{{ .Vars.zone }}", err: `map has no entry for key "zone"`},
+		{name: "bad template", spec: "{{ .Machine.Name ", err: "template: unclosed action"},
+		{name: "underscore", spec: "web_1", err: `"web_1" is not a valid hostname`},
+		{name: "empty label", spec: "web..test", err: "not a valid hostname"},
+		{name: "leading dash", spec: "-web", err: "not a valid hostname"},
+		{name: "too long", spec: strings.Repeat("a.", 127) + "a", err: "longer than 253"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := hostname(tc.spec, data)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("hostname(%q) = %q, %v; want error %q", tc.spec, got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("hostname(%q) = %q, %v; want %q", tc.spec, got, err, tc.want)
+			}
+		})
+	}
+}
