@@ -125,7 +125,8 @@ type HealthCheck struct {
 // this order: hostname, swap, sysctls, kernel modules, groups, users,
 // directories, files, symlinks, packages, units, firewall.
 type MachineState struct {
-	// Hostname sets the machine's hostname.
+	// Hostname sets the machine's hostname; it may be a template over
+	// .Machine, .Vars and .Facts, e.g. "{{ .Machine.Name }}.{{ .Vars.domain }}".
 	Hostname string `json:"hostname,omitempty" yaml:"hostname,omitempty"`
 	// Swap "off" turns swap off and comments out swap in /etc/fstab.
 	Swap string `json:"swap,omitempty" yaml:"swap,omitempty" jsonschema:"enum=off"`
