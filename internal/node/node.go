@@ -190,12 +190,15 @@ type Prepared struct {
 	Machine  *model.Machine
 	Desired  *machine.Desired
 	Revision string
+	// FetchErr says git could not be reached: Revision is the last one
+	// fetched, and drift against it is still corrected.
+	FetchErr error
 }
 
 // Prepare fetches the repository and compiles this machine's state. When
-// git cannot be reached it goes on with the last revision it had, so drift
-// is still corrected; the error is returned alongside.
-func (a *Agent) Prepare(ctx context.Context) (*Prepared, error, error) {
+// git cannot be reached it goes on with the last revision it had, and says
+// so in FetchErr; an error means there is nothing to apply.
+func (a *Agent) Prepare(ctx context.Context) (*Prepared, error) {
 	var fetchErr error
 	dir, rev := a.lastDir, a.lastRev
 	src, err := a.source()
@@ -212,42 +215,44 @@ func (a *Agent) Prepare(ctx context.Context) (*Prepared, error, error) {
 	if err != nil {
 		fetchErr = fmt.Errorf("fetch %s: %w", a.Config.Repo, err)
 		if dir == "" {
-			return nil, nil, fetchErr
+			return nil, fetchErr
 		}
 	}
+	// A fatal error on a stale revision says both.
+	fail := func(err error) (*Prepared, error) { return nil, errors.Join(err, fetchErr) }
 	repo, lerr := model.Load(dir)
 	pool, err := repo.MachinePool(a.Config.Pool)
 	if err != nil {
 		if lerr != nil {
-			return nil, fetchErr, lerr
+			return fail(lerr)
 		}
-		return nil, fetchErr, err
+		return fail(err)
 	}
 	m, err := pool.Machine(a.Config.Machine)
 	if err != nil {
-		return nil, fetchErr, err
+		return fail(err)
 	}
 	ids := &unseal.Identities{}
 	if a.Config.AgeIdentityFile != "" {
 		if _, err := ids.LoadFile(a.Config.AgeIdentityFile); err != nil {
-			return nil, fetchErr, err
+			return fail(err)
 		}
 	}
 	d, err := machine.Compile(pool, m, machine.Options{Root: dir, Identities: ids, Facts: machine.GatherFacts(a.Sys), StateDir: a.Config.StateDir})
 	if err != nil {
-		return nil, fetchErr, err
+		return fail(err)
 	}
-	return &Prepared{Pool: pool, Machine: m, Desired: d, Revision: rev}, fetchErr, nil
+	return &Prepared{Pool: pool, Machine: m, Desired: d, Revision: rev, FetchErr: fetchErr}, nil
 }
 
 // Plan returns what the next apply would change, without changing anything.
 func (a *Agent) Plan(ctx context.Context) (*Prepared, *machine.Plan, error) {
-	p, fetchErr, err := a.Prepare(ctx)
+	p, err := a.Prepare(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	if fetchErr != nil {
-		return nil, nil, fetchErr
+	if p.FetchErr != nil {
+		return nil, nil, p.FetchErr
 	}
 	return p, machine.PlanState(ctx, a.Sys, p.Desired), nil
 }
@@ -263,13 +268,13 @@ func (a *Agent) Once(ctx context.Context) *Status {
 		st.Duration = time.Since(start).Round(time.Millisecond).String()
 		writeStatus(a.Config.StateDir, st) //nolint:errcheck // the next run writes it again
 	}()
-	p, fetchErr, err := a.Prepare(ctx)
+	p, err := a.Prepare(ctx)
 	if err != nil {
 		st.LastError, st.LastHint = err.Error(), model.HintOf(err)
 		return st
 	}
-	if fetchErr != nil {
-		st.LastError, st.LastHint = fetchErr.Error(), "the agent keeps applying the last revision it fetched"
+	if p.FetchErr != nil {
+		st.LastError, st.LastHint = p.FetchErr.Error(), "the agent keeps applying the last revision it fetched"
 	}
 	st.Revision, st.Resources = p.Revision, p.Desired.Len()
 	a.interval = p.Pool.Spec.IntervalOrDefault()
@@ -331,7 +336,7 @@ func (a *Agent) Once(ctx context.Context) *Status {
 	if held {
 		a.finishSlot(ctx, p, slots, st, disruptiveFailed)
 	}
-	st.InSync = len(st.Failing) == 0 && len(st.Pending) == 0 && fetchErr == nil && !st.RebootRequired
+	st.InSync = len(st.Failing) == 0 && len(st.Pending) == 0 && p.FetchErr == nil && !st.RebootRequired
 	return st
 }
 
