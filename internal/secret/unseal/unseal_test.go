@@ -311,3 +311,31 @@ func asModelError(err error, me **model.Error) bool {
 	*me = e
 	return ok
 }
+
+// FuzzDecrypt feeds mangled files to the reader the machine agent runs on
+// whatever is in git: it must return an error, never panic, and never
+// return data without a valid MAC.
+//
+//	go test ./internal/secret/unseal -run '^$' -fuzz FuzzDecrypt -fuzztime 60s
+func FuzzDecrypt(f *testing.F) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		f.Fatal(err)
+	}
+	ids := &unseal.Identities{}
+	ids.Add("fuzz", []byte(id.String()))
+	rule, _ := secret.AgeRule(id.Recipient().String())
+	for name, plain := range map[string]string{"a.yaml": yamlAll, "s.yaml": yamlSecret, "c.json": jsonAll, "p.txt": "hunter2\n"} {
+		enc, err := secret.Encrypt(name, []byte(plain), rule)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(name, enc)
+	}
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		out, err := unseal.Decrypt(name, data, ids)
+		if err != nil && out != nil {
+			t.Fatalf("output with an error: %q", out)
+		}
+	})
+}
