@@ -172,9 +172,12 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 				return err
 			}
 			if g.json() {
-				return g.printJSON(st)
+				if err := g.printJSON(st); err != nil {
+					return err
+				}
+			} else {
+				printNodeStatus(g.Stdout, st)
 			}
-			printNodeStatus(g.Stdout, st)
 			if !st.InSync {
 				return term.NotClean{Msg: "not in sync"}
 			}
