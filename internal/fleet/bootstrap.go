@@ -336,7 +336,7 @@ func AgentBinary(path, exe string) (bin []byte, from, warn string, err error) {
 		path = filepath.Join(filepath.Dir(exe), AgentName)
 		if _, err := os.Stat(path); err != nil {
 			path = exe
-			warn = fmt.Sprintf("no %s beside %s: installing the full tend as the agent, which idles at about 60 MB resident instead of 15 MB; "+
+			warn = fmt.Sprintf("no %s beside %s: installing the full tend as the agent, which idles at about 60 MB resident instead of 16 MB; "+
 				"build the machine agent with `CGO_ENABLED=0 go build -o %s ./cmd/tend-node` or pass --binary", AgentName, exe, filepath.Join(filepath.Dir(exe), AgentName))
 		}
 	}

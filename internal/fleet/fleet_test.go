@@ -327,6 +327,23 @@ func TestMachines(t *testing.T) {
 				t.Errorf("agent log lacks %s:\n%s", want, logs)
 			}
 		}
+		// ...and counted, in the metrics node_exporter picks up.
+		if got := m2.Run(t, "cat /var/lib/tend/node/metrics.prom"); !strings.Contains(got, `tend_node_in_sync{machine="m2",pool="web"} 1`) ||
+			!strings.Contains(got, `tend_node_changes_total{action="update",machine="m2",pool="web"}`) {
+			t.Errorf("metrics.prom:\n%s", got)
+		}
+		m2.Run(t, "mkdir -p /var/lib/prometheus/node-exporter")
+		deadline = time.Now().Add(30 * time.Second)
+		for {
+			got, _ := m2.Exec("cat /var/lib/prometheus/node-exporter/tend.prom")
+			if strings.Contains(got, "tend_node_revision_info{machine=\"m2\",pool=\"web\",revision=\"main@sha1:"+strings.TrimSpace(l.head)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no textfile for node_exporter:\n%s", got)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 	})
 }
 

@@ -89,8 +89,13 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, os.Interrupt)
 			defer stop()
 			log.Info("node agent started", "machine", a.Config.Machine, "pool", a.Config.Pool, "repo", a.Config.Repo, "version", g.Version)
+			metrics := node.NewMetrics(a.Config.Pool, a.Config.Machine)
 			a.Run(ctx, func(st *node.Status) {
 				logStatus(log, st)
+				metrics.Observe(st)
+				if err := metrics.Write(a.Config.StateDir, node.NodeExporterTextfileDir); err != nil {
+					log.Warn("write metrics", "error", err)
+				}
 				// The agent sleeps until the next run: give the heap of
 				// this one (a git fetch, the repository) back to the machine.
 				debug.FreeOSMemory()
