@@ -481,7 +481,7 @@ func TestMachineFaults(t *testing.T) {
         table inet filter {
           set admins { type ipv4_addr; flags interval; elements = { %s } }
           chain ssh_in {
-            ip saddr @admins tcp dport 22 accept
+            iifname "host0" ip saddr @admins tcp dport 22 accept
           }
           chain input {
             type filter hook input priority 0; policy drop;

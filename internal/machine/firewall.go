@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -96,8 +97,9 @@ func (f *firewallRes) check(ctx context.Context, sys *System, want []byte) error
 	}
 	out, err := sys.run(ctx, "unshare", "--net", "--", "nft", "-j", "-e", "-f", tmp.Name())
 	if err == nil {
+		iface := ifaceOf(f.self)
 		for _, from := range f.sources {
-			if err := CheckSSHRuleset(out, SSHProbe{From: from, To: f.self, Port: f.sshPort}); err != nil {
+			if err := CheckSSHRuleset(out, SSHProbe{From: from, To: f.self, Port: f.sshPort, Iface: iface}); err != nil {
 				return cutOff(err)
 			}
 		}
@@ -229,4 +231,22 @@ func portMatches(spec string, port int) bool {
 		}
 	}
 	return false
+}
+
+// ifaceOf names the local interface holding addr, where SSH arrives; ""
+// when no interface has it (the address is a NAT's).
+func ifaceOf(addr netip.Addr) string {
+	ifs, err := net.Interfaces()
+	if err != nil || !addr.IsValid() {
+		return ""
+	}
+	for _, i := range ifs {
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == addr.Unmap() {
+				return i.Name
+			}
+		}
+	}
+	return ""
 }

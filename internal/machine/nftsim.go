@@ -13,6 +13,9 @@ import (
 type SSHProbe struct {
 	From, To netip.Addr
 	Port     int
+	// Iface is the interface the packet arrives on, the one holding To;
+	// "" when unknown (an address behind NAT).
+	Iface string
 }
 
 // CheckSSHRuleset follows probe through a ruleset as nft itself printed it
@@ -22,9 +25,10 @@ type SSHProbe struct {
 // to a verdict. It returns an error naming the chain and rule when the
 // packet would be dropped.
 //
-// What the packet is not known to match (an interface name, a rate limit,
-// a mark) does not count: such an accept is not relied on, and such a drop
-// is not feared, so a ruleset is refused only when the drop is certain.
+// What the packet is not known to match (a rate limit, a mark, an
+// interface name when the probe's interface is unknown) does not count:
+// such an accept is not relied on, and such a drop is not feared, so a
+// ruleset is refused only when the drop is certain.
 // Pure.
 func CheckSSHRuleset(nftJSON []byte, probe SSHProbe) error {
 	rs, err := parseNFT(nftJSON)
@@ -290,7 +294,7 @@ func (rs *nftRuleset) left(raw json.RawMessage, p SSHProbe) field {
 			}
 			return field{kind: "str", str: "ipv6", ok: true}
 		case "iif", "iifname":
-			return field{kind: "iface", ok: true}
+			return field{kind: "iface", str: p.Iface, ok: true}
 		}
 	case l.Ct != nil && l.Ct.Key == "state":
 		return field{kind: "strs", strs: []string{"new"}, ok: true}
@@ -318,12 +322,14 @@ func (rs *nftRuleset) match(c *nftChain, raw json.RawMessage, p SSHProbe) tri {
 	var in tri
 	switch f.kind {
 	case "iface":
-		// Only loopback is known: the probe arrives on another interface.
-		var s string
-		if json.Unmarshal(m.Right, &s) == nil && s == "lo" {
-			in = no
-		} else {
-			in = maybe
+		in = no
+		for _, v := range rs.values(c, m.Right) {
+			if t := ifaceMatch(v, f.str); t != no {
+				in = t
+				if t == yes {
+					break
+				}
+			}
 		}
 	case "strs":
 		// ct state: a flag set; "in" and "==" both ask whether new is among them.
@@ -445,6 +451,25 @@ func contains(v json.RawMessage, f field) tri {
 	return maybe
 }
 
+// ifaceMatch decides whether an interface name (or "eth*" wildcard) is the
+// probe's interface. Loopback never is; another name is unknown when the
+// probe's interface is.
+func ifaceMatch(v json.RawMessage, iface string) tri {
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return maybe
+	}
+	switch {
+	case s == "lo":
+		return no
+	case iface == "":
+		return maybe
+	case strings.HasSuffix(s, "*"):
+		return boolTri(strings.HasPrefix(iface, strings.TrimSuffix(s, "*")))
+	}
+	return boolTri(s == iface)
+}
+
 func boolTri(b bool) tri {
 	if b {
 		return yes
@@ -465,7 +490,7 @@ func (rs *nftRuleset) vmap(c *nftChain, raw json.RawMessage, p SSHProbe) (mapVer
 		return mapVerdict{}, false
 	}
 	f := rs.left(vm.Key, p)
-	if !f.ok || f.kind == "iface" || f.kind == "absent" {
+	if !f.ok || f.kind == "iface" && f.str == "" || f.kind == "absent" {
 		return mapVerdict{}, false
 	}
 	for _, pair := range rs.values(c, vm.Data) {
@@ -477,6 +502,8 @@ func (rs *nftRuleset) vmap(c *nftChain, raw json.RawMessage, p SSHProbe) (mapVer
 		if f.kind == "strs" {
 			var s string
 			hit = boolTri(json.Unmarshal(kv[0], &s) == nil && s == "new")
+		} else if f.kind == "iface" {
+			hit = ifaceMatch(kv[0], f.str)
 		} else {
 			hit = contains(kv[0], f)
 		}

@@ -40,6 +40,7 @@ func TestCheckSSHRuleset(t *testing.T) {
 		ruleset string
 		from    string
 		port    int
+		iface   string
 		want    string // part of the error; "" for kept access
 	}{
 		{name: "plain accept", ruleset: input("iif lo accept\nct state established,related accept\ntcp dport 22 accept"), from: anyone},
@@ -68,7 +69,13 @@ func TestCheckSSHRuleset(t *testing.T) {
 		{name: "verdict map on port", ruleset: input("tcp dport vmap { 22 : accept, 23 : drop }"), from: anyone},
 		{name: "verdict map drops ssh", ruleset: input("tcp dport vmap { 22 : drop }\ntcp dport 22 accept"), from: anyone, want: "verdict map gives drop"},
 		{name: "rate limited accept is not relied on", ruleset: input("tcp dport 22 limit rate 5/minute accept"), from: anyone, want: "policy drop"},
-		{name: "interface-named accept is not relied on", ruleset: input("iifname \"eth0\" tcp dport 22 accept"), from: anyone, want: "policy drop"},
+		{name: "accept on an interface, unknown which", ruleset: input("iifname \"eth0\" tcp dport 22 accept"), from: anyone, want: "policy drop"},
+		{name: "accept on the probe's interface", ruleset: input("iifname \"eth0\" tcp dport 22 accept"), from: anyone, iface: "eth0"},
+		{name: "accept on an interface wildcard", ruleset: input("iifname \"eth*\" tcp dport 22 accept"), from: anyone, iface: "eth0"},
+		{name: "accept on a set of interfaces", ruleset: input("iifname { \"mgmt0\", \"eth0\" } tcp dport 22 accept"), from: anyone, iface: "eth0"},
+		{name: "accept on another interface", ruleset: input("iifname \"mgmt0\" tcp dport 22 accept"), from: anyone, iface: "eth0", want: "policy drop"},
+		{name: "interface verdict map", ruleset: input("iifname vmap { \"eth0\" : accept }"), from: anyone, iface: "eth0"},
+		{name: "drop on the probe's interface", ruleset: input("iifname \"eth0\" drop\ntcp dport 22 accept"), from: anyone, iface: "eth0", want: "rule"},
 		{name: "second base chain drops", ruleset: input("tcp dport 22 accept") + "table ip extra {\n  chain pre {\n    type filter hook prerouting priority -150; policy accept;\n    tcp dport 22 drop\n  }\n}\n", from: anyone, want: "chain ip extra pre"},
 		{name: "ip6 table does not see ipv4", ruleset: "table ip6 v6 {\n  chain input {\n    type filter hook input priority 0; policy drop;\n  }\n}\n", from: anyone},
 		{name: "nat chain does not filter", ruleset: "table ip nat {\n  chain pre {\n    type nat hook prerouting priority -100; policy accept;\n    tcp dport 22 dnat to 10.0.0.1\n  }\n}\n", from: anyone},
@@ -80,7 +87,7 @@ func TestCheckSSHRuleset(t *testing.T) {
 			if port == 0 {
 				port = 22
 			}
-			err := CheckSSHRuleset(nftJSON(t, tc.ruleset), SSHProbe{From: netip.MustParseAddr(tc.from), To: netip.MustParseAddr("10.213.57.11"), Port: port})
+			err := CheckSSHRuleset(nftJSON(t, tc.ruleset), SSHProbe{From: netip.MustParseAddr(tc.from), To: netip.MustParseAddr("10.213.57.11"), Port: port, Iface: tc.iface})
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("refused a ruleset that keeps SSH: %v", err)
