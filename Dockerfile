@@ -7,7 +7,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -buildid= -X tend.dev/tend/internal/cli.Version=${VERSION}" \
+      -ldflags "-s -w -buildid= -X tend.dev/tend/internal/version.Version=${VERSION}" \
       -o /out/tend ./cmd/tend
 
 FROM gcr.io/distroless/static-debian12:nonroot

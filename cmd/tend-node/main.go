@@ -18,11 +18,8 @@ import (
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/nodecli"
 	"tend.dev/tend/internal/term"
+	"tend.dev/tend/internal/version"
 )
-
-// Version is set at build time with -ldflags "-X main.Version=…"; it must
-// match the full tend's version when both are built from one commit.
-var Version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -41,13 +38,13 @@ runs the node agent (tend node run) and answers tend node status, plan and
 apply. The full tend, with every other command, runs where you operate from.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       Version,
+		Version:       version.Version,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "", "log level: debug, info, warn, error (default: info for run, warn otherwise)")
-	root.AddCommand(nodecli.New(&nodecli.Env{Stdout: stdout, Stderr: stderr, Output: &output, LogLevel: &logLevel, Version: Version}))
+	root.AddCommand(nodecli.New(&nodecli.Env{Stdout: stdout, Stderr: stderr, Output: &output, LogLevel: &logLevel, Version: version.Version}))
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {

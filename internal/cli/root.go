@@ -22,10 +22,11 @@ import (
 	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/source"
 	_ "tend.dev/tend/internal/source/gogit" // git remotes
+	"tend.dev/tend/internal/version"
 )
 
-// Version is set at build time with -ldflags "-X tend.dev/tend/internal/cli.Version=…".
-var Version = "dev"
+// Version is tend's version, set at build time (see package version).
+var Version = version.Version
 
 // globals are the flags every command takes.
 type globals struct {
