@@ -345,6 +345,45 @@ func TestMachines(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 	})
+
+	t.Run("what left git is pruned", func(t *testing.T) {
+		l.t = t
+		pruned := strings.Replace(baseState, "    - path: /etc/hello.conf\n      content: \"greeting=hello\\n\"\n", "", 1)
+		pruned = strings.Replace(pruned, "    directories:\n    - {path: /srv/app, mode: \"0750\", owner: app, group: app}\n", "", 1)
+		pruned = strings.Replace(pruned, "    symlinks:\n    - {path: /srv/app/current, target: /usr/share/tend-hello}\n", "", 1)
+		pruned = pruned[:strings.Index(pruned, "    units:\n")] + pruned[strings.Index(pruned, "    firewall:\n"):]
+		if pruned == baseState || strings.Contains(pruned, "hello.service") || strings.Contains(pruned, "/srv/app") || strings.Contains(pruned, "/etc/hello.conf") {
+			t.Fatalf("the pruned state still has what should go:\n%s", pruned)
+		}
+		l.commit("drop hello", l.pool(pruned, ""))
+		deadline := time.Now().Add(time.Minute)
+		const check = "test -e /etc/hello.conf && echo file; test -e /srv/app && echo dir; test -e /etc/systemd/system/hello.service && echo unit; " +
+			"systemctl is-active hello >/dev/null && echo running; dpkg -s tend-hello >/dev/null 2>&1 || echo package-gone; id app >/dev/null || echo user-gone; true"
+		for _, m := range l.ms.List {
+			for {
+				got := m.Run(t, check)
+				if got == "" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s still has: %s", m.Name, got)
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+		}
+		fs := l.wait("in sync", time.Minute, synced)
+		for _, m := range fs.Machines {
+			if m.Status.Resources == 0 {
+				t.Errorf("%s: %+v", m.Machine, m.Status)
+			}
+		}
+		logs := l.ms.List[0].Run(t, "journalctl -u tend-node --no-pager -o cat | grep 'action=delete' || true")
+		for _, want := range []string{"resource=\"file /etc/hello.conf\"", "resource=\"unit hello.service\"", "resource=\"symlink /srv/app/current\"", "resource=\"directory /srv/app\""} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("agent log lacks the removal of %s:\n%s", want, logs)
+			}
+		}
+	})
 }
 
 func failing(st *node.Status, resource string) string {

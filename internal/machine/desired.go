@@ -85,14 +85,17 @@ func (c *pkgCache) get(sys *System, mgr PackageManager) (map[string]string, erro
 	return c.m, c.err
 }
 
-// Len is the number of resources.
-func (d *Desired) Len() int { return len(d.resources) }
+// Len is the number of resources of the state (removals of what left git
+// not counted).
+func (d *Desired) Len() int { return len(d.Keys()) }
 
-// Keys lists the resources.
+// Keys lists the resources of the state.
 func (d *Desired) Keys() []string {
-	out := make([]string, len(d.resources))
-	for i, r := range d.resources {
-		out[i] = r.key()
+	var out []string
+	for _, r := range d.resources {
+		if _, ok := r.(*pruneRes); !ok {
+			out = append(out, r.key())
+		}
 	}
 	return out
 }

@@ -145,7 +145,7 @@ type resource interface {
 
 // PlanState observes the machine and returns what applying st would change.
 func PlanState(ctx context.Context, sys *System, st *Desired) *Plan {
-	p := &Plan{Resources: len(st.resources)}
+	p := &Plan{Resources: st.Len()}
 	st.pkgs = pkgCache{}
 	clear(st.changed)
 	for _, r := range st.resources {

@@ -202,3 +202,76 @@ func TestHostname(t *testing.T) {
 		})
 	}
 }
+
+// TestPrune removes, over two runs on a temporary root, what left git:
+// files and symlinks at once, their directory once empty; a directory with
+// files tend did not write stays managed and untouched.
+func TestPrune(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\n"), 0o644)
+	sys := &System{Root: root}
+	ctx := context.Background()
+	content := "hello\n"
+	compile := func(st model.MachineState) *Desired {
+		t.Helper()
+		pool := &model.MachinePool{Metadata: model.ObjectMeta{Name: "p"}, Origin: model.Origin{File: "machines/p.yaml"},
+			Spec: model.MachinePoolSpec{Machines: []model.Machine{{Name: "m"}}, State: st}}
+		d, err := Compile(pool, &pool.Spec.Machines[0], Options{Root: root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	run := func(d *Desired, previous []string) ([]string, []string) {
+		t.Helper()
+		d.Prune(previous)
+		p := PlanState(ctx, sys, d)
+		var got []string
+		for _, c := range p.Changes {
+			got = append(got, c.String())
+		}
+		res := Apply(ctx, sys, p, nil)
+		for _, r := range res {
+			if r.Error != "" {
+				t.Fatalf("%s: %s", r.Resource, r.Error)
+			}
+		}
+		return got, d.Managed(res)
+	}
+	full := model.MachineState{
+		Directories: []model.Directory{{Path: "/srv/app"}, {Path: "/srv/data"}},
+		Files:       []model.File{{Path: "/srv/app/a.conf", Content: &content}, {Path: "/etc/keep.conf", Content: &content}},
+		Symlinks:    []model.Symlink{{Path: "/srv/app/current", Target: "/srv/app/a.conf"}},
+	}
+	_, managed := run(compile(full), nil)
+	os.WriteFile(filepath.Join(root, "srv/data/users-file"), []byte("not tend's\n"), 0o644)
+
+	small := model.MachineState{Files: []model.File{{Path: "/etc/keep.conf", Content: &content}}}
+	got, managed := run(compile(small), managed)
+	if diff := cmp.Diff([]string{"delete file /srv/app/a.conf", "delete symlink /srv/app/current"}, got); diff != "" {
+		t.Fatalf("first run after the removal (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"file /etc/keep.conf", "directory /srv/data", "directory /srv/app"}, managed); diff != "" {
+		t.Fatalf("still managed (-want +got):\n%s", diff)
+	}
+	got, managed = run(compile(small), managed)
+	if diff := cmp.Diff([]string{"delete directory /srv/app"}, got); diff != "" {
+		t.Fatalf("second run (-want +got):\n%s", diff)
+	}
+	if _, err := os.Stat(filepath.Join(root, "srv/app")); !os.IsNotExist(err) {
+		t.Errorf("/srv/app is still there: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "srv/data/users-file")); err != nil || string(b) != "not tend's\n" {
+		t.Errorf("a file tend did not write was touched: %q, %v", b, err)
+	}
+	got, _ = run(compile(small), managed)
+	if len(got) != 0 {
+		t.Errorf("third run changed %v", got)
+	}
+	// A path that came back under tend is managed again, not pruned.
+	if got, _ := run(compile(full), managed); strings.Contains(strings.Join(got, ","), "delete") {
+		t.Errorf("restored state deletes: %v", got)
+	}
+}

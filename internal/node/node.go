@@ -242,6 +242,7 @@ func (a *Agent) Prepare(ctx context.Context) (*Prepared, error) {
 	if err != nil {
 		return fail(err)
 	}
+	d.Prune(a.managed())
 	return &Prepared{Pool: pool, Machine: m, Desired: d, Revision: rev, FetchErr: fetchErr}, nil
 }
 
@@ -329,6 +330,7 @@ func (a *Agent) Once(ctx context.Context) *Status {
 			}
 		}
 	}
+	a.writeManaged(p.Desired.Managed(results))
 	// Until the machine boots again, a change that needs a reboot is not
 	// in effect: status says so on every run, not just the one that
 	// applied it.
@@ -380,6 +382,27 @@ func (a *Agent) finishSlot(ctx context.Context, p *Prepared, slots Slots, st *St
 	}
 	a.markHeld(false)
 	st.Slot = ""
+}
+
+// managedFile lists what the agent manages, so that what leaves git is
+// pruned on the next run.
+func (a *Agent) managedFile() string { return filepath.Join(a.Config.StateDir, "managed.json") }
+
+func (a *Agent) managed() []string {
+	var keys []string
+	if b, err := os.ReadFile(a.managedFile()); err == nil {
+		json.Unmarshal(b, &keys) //nolint:errcheck // an unreadable record prunes nothing
+	}
+	return keys
+}
+
+func (a *Agent) writeManaged(keys []string) {
+	b, _ := json.MarshalIndent(keys, "", "  ")
+	os.MkdirAll(a.Config.StateDir, 0o700)
+	tmp := a.managedFile() + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		os.Rename(tmp, a.managedFile())
+	}
 }
 
 // rebootFile records that a change needs a reboot, with the boot it was
