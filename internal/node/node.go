@@ -6,6 +6,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -398,6 +399,9 @@ func (a *Agent) managed() []string {
 
 func (a *Agent) writeManaged(keys []string) {
 	b, _ := json.MarshalIndent(keys, "", "  ")
+	if old, err := os.ReadFile(a.managedFile()); err == nil && bytes.Equal(old, b) {
+		return // an idle run writes nothing it does not have to
+	}
 	os.MkdirAll(a.Config.StateDir, 0o700)
 	tmp := a.managedFile() + ".tmp"
 	if os.WriteFile(tmp, b, 0o600) == nil {
