@@ -33,6 +33,11 @@ if [ ! -x "$CACHE/bin/registry" ]; then
   GOBIN="$CACHE/bin" CGO_ENABLED=0 go install github.com/google/go-containerregistry/cmd/registry@v0.22.1
 fi
 
+if [ ! -x "$CACHE/bin/sops" ]; then
+  echo ">> sops CLI (a real peer for the SOPS interop tests)"
+  GOBIN="$CACHE/bin" CGO_ENABLED=0 go install github.com/getsops/sops/v3/cmd/sops@v3.13.3
+fi
+
 if [ ! -x "$CACHE/machines/bookworm/usr/lib/systemd/systemd" ]; then
   echo ">> test machine image (debootstrap, once, into $CACHE/machines)"
   mkdir -p "$CACHE/machines"

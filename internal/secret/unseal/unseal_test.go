@@ -1,7 +1,12 @@
 package unseal_test
 
 import (
+	"bytes"
 	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +25,7 @@ import (
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/secret/unseal"
+	"tend.dev/tend/internal/testenv"
 )
 
 const yamlAll = `# database settings
@@ -338,4 +344,92 @@ func FuzzDecrypt(f *testing.F) {
 			t.Fatalf("output with an error: %q", out)
 		}
 	})
+}
+
+// TestSopsCLI reads files the real sops CLI encrypted, and requires the
+// bytes `sops decrypt` gives for them.
+func TestSopsCLI(t *testing.T) {
+	sops := testenv.SopsCLI(t)
+	alice, _ := ident(t)
+	bob, _ := ident(t)
+	both := &unseal.Identities{}
+	both.Add("test", []byte(alice.String()+"\n"+bob.String()+"\n"))
+	dir := t.TempDir()
+	// Shamir key groups and mac_only_encrypted come only from a config
+	// file; the last rule catches the rest, whose flags say how.
+	os.WriteFile(filepath.Join(dir, ".sops.yaml"), []byte(fmt.Sprintf(`creation_rules:
+  - path_regex: shamir\.yaml$
+    shamir_threshold: 2
+    key_groups:
+      - age: [%[1]s]
+      - age: [%[2]s]
+  - path_regex: m\.yaml$
+    encrypted_regex: ^stringData$
+    mac_only_encrypted: true
+    age: %[1]s
+  - age: %[1]s
+`, alice.Recipient(), bob.Recipient())), 0o644)
+	sopsRun := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(sops, args...)
+		cmd.Dir = dir
+		// Hermetic: no keys.txt from a home directory, only these keys.
+		cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin", "SOPS_AGE_KEY=" + alice.String() + "\n" + bob.String()}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("sops %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+		}
+		return out, nil
+	}
+	age := []string{"--age", alice.Recipient().String()}
+	tests := []struct {
+		name, file, plain string
+		flags             []string
+	}{
+		{"yaml", "a.yaml", yamlAll, age},
+		{"yaml encrypted_regex, two documents", "s.yaml", yamlSecret, append([]string{"--encrypted-regex", "^(data|stringData)$"}, age...)},
+		{"yaml unencrypted_suffix", "b.yaml", yamlAll + "note_unencrypted: plain\n", append([]string{"--unencrypted-suffix", "_unencrypted"}, age...)},
+		{"yaml mac_only_encrypted from .sops.yaml", "m.yaml", yamlSecret, nil},
+		{"yaml shamir from .sops.yaml", "shamir.yaml", yamlAll, nil},
+		{"json", "c.json", jsonAll, age},
+		{"binary", "tls.key", "-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n", age},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			os.WriteFile(filepath.Join(dir, tc.file), []byte(tc.plain), 0o600)
+			enc, err := sopsRun(append(append([]string{"encrypt"}, tc.flags...), tc.file)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.MkdirAll(filepath.Join(dir, "enc"), 0o700)
+			encFile := filepath.Join("enc", tc.file)
+			os.WriteFile(filepath.Join(dir, encFile), enc, 0o600)
+			want, err := sopsRun("decrypt", encFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := unseal.Decrypt(tc.file, enc, both)
+			if err != nil {
+				t.Fatalf("unseal: %v\n%s", err, enc)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Errorf("unseal differs from sops decrypt (-sops +unseal):\n%s", diff)
+			}
+		})
+	}
+	// The other way: what tend encrypts, the sops CLI decrypts.
+	rule, _ := secret.AgeRule(alice.Recipient().String())
+	enc, err := secret.Encrypt("t.yaml", []byte(yamlSecret), rule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "enc", "t.yaml"), enc, 0o600)
+	out, err := sopsRun("decrypt", filepath.Join("enc", "t.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mine, _ := unseal.Decrypt("t.yaml", enc, both); string(mine) != string(out) {
+		t.Errorf("sops decrypt of tend's file:\n%s\nunseal:\n%s", out, mine)
+	}
 }
