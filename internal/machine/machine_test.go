@@ -67,14 +67,20 @@ func TestParsers(t *testing.T) {
 	}
 }
 
-// TestFilesOnARoot plans and applies file, directory and symlink resources
-// under a temporary root: the resources that need no machine.
-func TestFilesOnARoot(t *testing.T) {
+// testRoot is a temporary machine root with root in /etc/passwd and
+// /etc/group, enough for owners to resolve.
+func testRoot(t *testing.T) (string, *System) {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
 	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\n"), 0o644)
-	sys := &System{Root: root}
+	return root, &System{Root: root}
+}
+
+// TestFilesOnARoot plans and applies file, directory and symlink resources
+// under a temporary root: the resources that need no machine.
+func TestFilesOnARoot(t *testing.T) {
+	root, sys := testRoot(t)
 	content := "hello\n"
 	pool := &model.MachinePool{Metadata: model.ObjectMeta{Name: "p"}, Origin: model.Origin{File: "machines/p.yaml"}, Spec: model.MachinePoolSpec{
 		Machines: []model.Machine{{Name: "m"}},
@@ -207,11 +213,7 @@ func TestHostname(t *testing.T) {
 // files and symlinks at once, their directory once empty; a directory with
 // files tend did not write stays managed and untouched.
 func TestPrune(t *testing.T) {
-	root := t.TempDir()
-	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
-	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\n"), 0o644)
-	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\n"), 0o644)
-	sys := &System{Root: root}
+	root, sys := testRoot(t)
 	ctx := context.Background()
 	content := "hello\n"
 	compile := func(st model.MachineState) *Desired {
