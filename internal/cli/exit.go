@@ -17,8 +17,7 @@ type notClean = term.NotClean
 type silentErr = term.Silent
 
 var (
-	exitCode       = term.Code
-	printError     = term.PrintError
-	printErrorJSON = term.PrintErrorJSON
-	oneLine        = term.OneLine
+	exitCode   = term.Code
+	printError = term.PrintError
+	oneLine    = term.OneLine
 )

@@ -324,7 +324,7 @@ func setupCoordinator(ctx context.Context, d *Dialer, p *model.MachinePool, coor
 }
 
 // AgentName is the machine build of tend (cmd/tend-node), which release
-// archives and hack/build.sh put beside tend.
+// archives and hack/quickstart.sh put beside tend.
 const AgentName = "tend-node"
 
 // AgentBinary reads the executable to install on machines: path when given;

@@ -98,10 +98,12 @@ func (f *firewallRes) check(ctx context.Context, sys *System, want []byte) error
 	out, err := sys.run(ctx, "unshare", "--net", "--", "nft", "-j", "-e", "-f", tmp.Name())
 	if err == nil {
 		iface := ifaceOf(f.self)
+		var probes []SSHProbe
 		for _, from := range f.sources {
-			if err := CheckSSHRuleset(out, SSHProbe{From: from, To: f.self, Port: f.sshPort, Iface: iface}); err != nil {
-				return cutOff(err)
-			}
+			probes = append(probes, SSHProbe{From: from, To: f.self, Port: f.sshPort, Iface: iface})
+		}
+		if err := CheckSSHRuleset(out, probes...); err != nil {
+			return cutOff(err)
 		}
 		return nil
 	}

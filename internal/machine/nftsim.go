@@ -18,7 +18,7 @@ type SSHProbe struct {
 	Iface string
 }
 
-// CheckSSHRuleset follows probe through a ruleset as nft itself printed it
+// CheckSSHRuleset follows each probe through a ruleset as nft itself printed it
 // (`nft -j -e -f`, loaded in a throwaway network namespace): every base
 // chain on the prerouting and input hooks of the families that see the
 // packet, rule by rule, through jumps, gotos, verdict maps and named sets,
@@ -30,11 +30,20 @@ type SSHProbe struct {
 // such an accept is not relied on, and such a drop is not feared, so a
 // ruleset is refused only when the drop is certain.
 // Pure.
-func CheckSSHRuleset(nftJSON []byte, probe SSHProbe) error {
+func CheckSSHRuleset(nftJSON []byte, probes ...SSHProbe) error {
 	rs, err := parseNFT(nftJSON)
 	if err != nil {
 		return err
 	}
+	for _, probe := range probes {
+		if err := rs.check(probe); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rs *nftRuleset) check(probe SSHProbe) error {
 	for _, c := range rs.chains {
 		if c.hook != "input" && c.hook != "prerouting" || c.typ == "nat" || !familySees(c.family, probe.From) {
 			continue

@@ -3,6 +3,7 @@ package node
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,7 +65,7 @@ func (m *Metrics) Observe(st *Status) {
 	m.failing.Set(float64(len(st.Failing)))
 	m.pending.Set(float64(len(st.Pending)))
 	m.reboot.Set(b(st.RebootRequired))
-	m.slotHeld.Set(b(len(st.Slot) >= 4 && st.Slot[:4] == "held"))
+	m.slotHeld.Set(b(strings.HasPrefix(st.Slot, "held")))
 	m.lastRun.Set(float64(st.Time.UnixNano()) / 1e9)
 	if d, err := time.ParseDuration(st.Duration); err == nil {
 		m.duration.Set(d.Seconds())

@@ -149,10 +149,11 @@ type Agent struct {
 	// Reboot runs when a change needs a reboot and the pool allows it.
 	Reboot func(ctx context.Context) error
 
-	src      source.Source
-	lastDir  string
-	lastRev  string
-	interval time.Duration
+	src        source.Source
+	managedRaw []byte // managed.json as this run read it
+	lastDir    string
+	lastRev    string
+	interval   time.Duration
 }
 
 // held is the agent's own record that it holds a slot: it survives a
@@ -349,31 +350,30 @@ func (a *Agent) finishSlot(ctx context.Context, p *Prepared, slots Slots, st *St
 	if slots == nil {
 		return
 	}
-	if failed {
-		reason := "apply failed: " + st.Failing[len(st.Failing)-1].Resource
+	// hold keeps the slot, saying why on the coordinator and in status.
+	hold := func(reason string, fail *machine.ResourceError) {
 		slots.Note(ctx, reason)
 		st.Slot = "held: " + reason
+		if fail != nil {
+			st.Failing = append(st.Failing, *fail)
+		}
+	}
+	if failed {
+		hold("apply failed: "+st.Failing[len(st.Failing)-1].Resource, nil)
 		return
 	}
 	if st.RebootRequired && p.Pool.Spec.Rollout.Reboot && a.Reboot != nil {
-		slots.Note(ctx, "rebooting")
-		st.Slot = "held: rebooting"
+		hold("rebooting", nil)
 		err := a.Reboot(ctx)
 		if err == nil {
 			return // health is checked after the reboot, still holding the slot
 		}
-		reason := "reboot failed: " + err.Error()
-		slots.Note(ctx, reason)
-		st.Slot = "held: " + reason
-		st.Failing = append(st.Failing, machine.ResourceError{Resource: "reboot", Error: err.Error(),
+		hold("reboot failed: "+err.Error(), &machine.ResourceError{Resource: "reboot", Error: err.Error(),
 			Hint: "the machine keeps its rollout slot; reboot it by hand, or free the slot with tend machines release"})
 		return
 	}
 	if err := Health(ctx, p.Pool.Spec.Rollout); err != nil {
-		reason := "health check failed: " + err.Error()
-		slots.Note(ctx, reason)
-		st.Slot = "held: " + reason
-		st.Failing = append(st.Failing, machine.ResourceError{Resource: "health", Error: err.Error(),
+		hold("health check failed: "+err.Error(), &machine.ResourceError{Resource: "health", Error: err.Error(),
 			Hint: "the machine keeps its rollout slot, so no other machine starts a disruptive change; fix the cause, or free the slot with tend machines release"})
 		return
 	}
@@ -391,21 +391,22 @@ func (a *Agent) managedFile() string { return filepath.Join(a.Config.StateDir, "
 
 func (a *Agent) managed() []string {
 	var keys []string
-	if b, err := os.ReadFile(a.managedFile()); err == nil {
-		json.Unmarshal(b, &keys) //nolint:errcheck // an unreadable record prunes nothing
-	}
+	a.managedRaw, _ = os.ReadFile(a.managedFile())
+	json.Unmarshal(a.managedRaw, &keys) //nolint:errcheck // an unreadable record prunes nothing
 	return keys
 }
 
+// writeManaged records keys, unless they are what the run read: an idle
+// run writes nothing it does not have to.
 func (a *Agent) writeManaged(keys []string) {
 	b, _ := json.MarshalIndent(keys, "", "  ")
-	if old, err := os.ReadFile(a.managedFile()); err == nil && bytes.Equal(old, b) {
-		return // an idle run writes nothing it does not have to
+	if bytes.Equal(a.managedRaw, b) {
+		return
 	}
 	os.MkdirAll(a.Config.StateDir, 0o700)
 	tmp := a.managedFile() + ".tmp"
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, a.managedFile())
+	if os.WriteFile(tmp, b, 0o600) == nil && os.Rename(tmp, a.managedFile()) == nil {
+		a.managedRaw = b
 	}
 }
 
