@@ -22,6 +22,7 @@ type Repo struct {
 	Clusters      []*Cluster
 	ImagePolicies []*ImagePolicy
 	MachinePools  []*MachinePool
+	Backups       []*Backup
 	// Problems are errors and warnings found while loading; Load returns
 	// them as its error too when any is not a warning.
 	Problems Errors
@@ -66,6 +67,7 @@ func Load(root string) (*Repo, error) {
 	}
 	sort.Slice(r.Clusters, func(i, j int) bool { return r.Clusters[i].Metadata.Name < r.Clusters[j].Metadata.Name })
 	sort.Slice(r.MachinePools, func(i, j int) bool { return r.MachinePools[i].Metadata.Name < r.MachinePools[j].Metadata.Name })
+	sort.Slice(r.Backups, func(i, j int) bool { return r.Backups[i].Metadata.Name < r.Backups[j].Metadata.Name })
 	r.Problems = append(r.Problems, validate(r)...)
 	return r, r.Problems.Err()
 }
@@ -139,6 +141,18 @@ func (r *Repo) loadFile(file string, data []byte) {
 				continue
 			}
 			r.MachinePools = append(r.MachinePools, &p)
+		case KindBackup:
+			var b Backup
+			if errs := decodeStrict(file, n, &b); len(errs) > 0 {
+				r.Problems = append(r.Problems, errs...)
+				continue
+			}
+			b.Origin = origin
+			if errs := validateBackup(&b); len(errs) > 0 {
+				r.Problems = append(r.Problems, errs...)
+				continue
+			}
+			r.Backups = append(r.Backups, &b)
 		default:
 			r.Problems = append(r.Problems, &Error{Origin: origin, Msg: fmt.Sprintf("unknown kind %q", kind),
 				Hint: "tend.dev/v1alpha1 kinds are: " + strings.Join(KnownKinds, ", ")})

@@ -144,6 +144,9 @@ type MachineState struct {
 	Units       []Unit      `json:"units,omitempty" yaml:"units,omitempty"`
 	// Firewall is the machine's whole nftables ruleset, applied atomically.
 	Firewall *Firewall `json:"firewall,omitempty" yaml:"firewall,omitempty"`
+	// BackupBefore names a Backup of this machine that must succeed before
+	// a new revision's changes are applied; a failed backup holds them back.
+	BackupBefore string `json:"backupBefore,omitempty" yaml:"backupBefore,omitempty"`
 }
 
 // Package is an OS package (apt on Debian and Ubuntu).
@@ -269,6 +272,9 @@ func (base MachineState) Merge(over MachineState) MachineState {
 	}
 	if over.Firewall != nil {
 		out.Firewall = over.Firewall
+	}
+	if over.BackupBefore != "" {
+		out.BackupBefore = over.BackupBefore
 	}
 	if len(over.Sysctls) > 0 {
 		out.Sysctls = map[string]string{}

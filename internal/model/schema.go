@@ -24,8 +24,9 @@ func Schema(srcDir string) ([]byte, error) {
 	cluster := r.Reflect(&Cluster{})
 	policy := r.Reflect(&ImagePolicy{})
 	pool := r.Reflect(&MachinePool{})
+	backup := r.Reflect(&Backup{})
 	defs := jsonschema.Definitions{}
-	for _, k := range []*jsonschema.Schema{cluster, policy, pool} {
+	for _, k := range []*jsonschema.Schema{cluster, policy, pool, backup} {
 		for name, v := range k.Definitions {
 			defs[name] = v
 		}
@@ -36,7 +37,7 @@ func Schema(srcDir string) ([]byte, error) {
 		ID:          "https://tend.dev/schema/tend.dev_v1alpha1.json",
 		Title:       "tend.dev/v1alpha1",
 		Description: "The kinds of a tend ops repository; the kind field selects one.",
-		OneOf:       []*jsonschema.Schema{cluster, policy, pool},
+		OneOf:       []*jsonschema.Schema{cluster, policy, pool, backup},
 		Definitions: defs,
 	}
 	return json.MarshalIndent(s, "", "  ")

@@ -29,7 +29,7 @@ const (
 )
 
 // KnownKinds lists the kinds this version of tend reads.
-var KnownKinds = []string{KindCluster, KindImagePolicy, KindMachinePool}
+var KnownKinds = []string{KindCluster, KindImagePolicy, KindMachinePool, KindBackup}
 
 // ObjectMeta is the part of Kubernetes metadata tend kinds use.
 type ObjectMeta struct {
@@ -87,6 +87,10 @@ type Component struct {
 	Force bool `json:"force,omitempty" yaml:"force,omitempty"`
 	// Substitutions replace ${name} in the rendered manifests; ${name:=default} gives a default.
 	Substitutions map[string]string `json:"substitutions,omitempty" yaml:"substitutions,omitempty"`
+	// BackupBefore names a Backup of this cluster that must succeed before
+	// a change to this component is applied; a failed backup blocks this
+	// component only.
+	BackupBefore string `json:"backupBefore,omitempty" yaml:"backupBefore,omitempty"`
 }
 
 // PruneEnabled reports whether pruning is on (the default).

@@ -33,7 +33,7 @@ func validate(r *Repo) Errors {
 		}
 		pools[p.Metadata.Name] = p
 	}
-	return errs
+	return append(errs, validateBackupRefs(r)...)
 }
 
 // ValidateCluster checks one Cluster: names, paths, references and dependency cycles.
