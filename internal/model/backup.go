@@ -44,6 +44,16 @@ type BackupSpec struct {
 	// Verify restores the latest snapshot into a scratch place on its own
 	// schedule and checks it. A failed drill is reported like a failed backup.
 	Verify *Verify `json:"verify,omitempty" yaml:"verify,omitempty"`
+	// Notify receives a JSON event (or a Slack message) when a backup or a
+	// drill fails, from the target where it failed.
+	Notify []NotifyTarget `json:"notify,omitempty" yaml:"notify,omitempty"`
+}
+
+// NotifyTarget is a webhook.
+type NotifyTarget struct {
+	URL string `json:"url" yaml:"url" jsonschema:"required"`
+	// Slack posts {"text": …} to a Slack-compatible incoming webhook.
+	Slack bool `json:"slack,omitempty" yaml:"slack,omitempty"`
 }
 
 // MachineBackup is what a node agent backs up on its own machine.
