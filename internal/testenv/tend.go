@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -56,16 +57,20 @@ func NodeBinaryBeside(tend string) string {
 	return filepath.Join(filepath.Dir(tend), "tend-node")
 }
 
-// Deb is a small package for a test apt repository.
+// Deb is a package for a test apt repository: a small one AptRepo builds
+// from Files, or a prebuilt .deb in File (see DebianPackages).
 type Deb struct {
 	Name, Version string
 	// Files maps paths in the package to content.
 	Files map[string]string
+	// File, when set, is a prebuilt .deb that goes into the repository as
+	// it is; Files is then unused, and Name and Version only describe it.
+	File string
 }
 
-// AptRepo builds debs with dpkg-deb, indexes them with dpkg-scanpackages
-// and serves the repository on the machines' bridge. It returns the line
-// for /etc/apt/sources.list.d.
+// AptRepo builds debs with dpkg-deb (or takes their prebuilt File),
+// indexes them with dpkg-scanpackages and serves the repository on the
+// machines' bridge. It returns the line for /etc/apt/sources.list.d.
 func (ms *Machines) AptRepo(t testing.TB, debs []Deb) string {
 	t.Helper()
 	for _, tool := range []string{"dpkg-deb", "dpkg-scanpackages"} {
@@ -75,6 +80,12 @@ func (ms *Machines) AptRepo(t testing.TB, debs []Deb) string {
 	}
 	repo := t.TempDir()
 	for _, d := range debs {
+		if d.File != "" {
+			if err := linkOrCopy(d.File, filepath.Join(repo, filepath.Base(d.File))); err != nil {
+				t.Fatalf("put %s into the test apt repository: %v", d.File, err)
+			}
+			continue
+		}
 		src := t.TempDir()
 		WriteFiles(t, src, map[string]string{"DEBIAN/control": fmt.Sprintf(
 			"Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: tend tests <test@tend.invalid>\nDescription: tend test package\n", d.Name, d.Version)})
@@ -93,4 +104,25 @@ func (ms *Machines) AptRepo(t testing.TB, debs []Deb) string {
 	}
 	url := ms.Serve(t, http.FileServer(http.Dir(repo)))
 	return fmt.Sprintf("deb [trusted=yes] %s/ ./\n", url)
+}
+
+// linkOrCopy hard-links src to dst, or copies it across file systems.
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
