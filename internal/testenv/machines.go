@@ -238,7 +238,15 @@ func (m *Machine) mountRoot() error {
 	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, root).CombinedOutput(); err != nil {
 		return fmt.Errorf("mount the machine's overlay root: %v: %s", err, bytes.TrimSpace(out))
 	}
-	return nil
+	// Names resolve at once: the machine's own name from /etc/hosts, and
+	// any other name fails fast against a resolver that is not there
+	// (the host's would not answer inside the namespace, and every lookup,
+	// hostname -f in a package's script included, would wait 10 s).
+	if err := os.WriteFile(filepath.Join(root, "etc/hosts"), []byte("127.0.0.1 localhost\n127.0.1.1 "+m.Name+"\n"), 0o644); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(root, "etc/resolv.conf"))
+	return os.WriteFile(filepath.Join(root, "etc/resolv.conf"), []byte("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"), 0o644)
 }
 
 func (m *Machine) unmountRoot() {
@@ -255,7 +263,7 @@ func (m *Machine) boot() (chan struct{}, error) {
 		return nil, err
 	}
 	cmd := exec.Command("systemd-nspawn", "-D", filepath.Join(ms.dir, m.Name, "root"), "--register=no", "--keep-unit",
-		"--console=passive", "--network-namespace-path=/run/netns/"+m.netns, "--machine="+m.netns, "--hostname="+m.Name,
+		"--console=passive", "--resolv-conf=off", "--network-namespace-path=/run/netns/"+m.netns, "--machine="+m.netns, "--hostname="+m.Name,
 		"--capability=CAP_NET_ADMIN",
 		// The machine shares the host's kernel: let it see which modules
 		// that kernel has, as it would on a VM (nspawn hides /sys/module).
