@@ -36,6 +36,11 @@ type Request struct {
 	// change will create: Namespaces by name and custom kinds as Kind.group.
 	// Their dependents cannot be dry-run yet and show as created.
 	Pending map[string]bool
+	// KeepLabels applies the objects' labels as they are: tend's cluster
+	// and component labels are neither set nor changed. Restores use it,
+	// so that restored objects keep the component they were backed up
+	// from and objects tend did not create stay without tend's labels.
+	KeepLabels bool
 }
 
 // Change is what happened to one object.
@@ -118,8 +123,8 @@ type item struct {
 	dec     Decision
 }
 
-// Prepare copies o, sets tend's labels and the default namespace, and
-// resolves its REST mapping.
+// Prepare copies o, sets tend's labels (unless req.KeepLabels) and the
+// default namespace, and resolves its REST mapping.
 func (a *Applier) prepare(req *Request, o render.Object) (*item, error) {
 	u := o.DeepCopy()
 	m, err := a.C.Mapping(u.GroupVersionKind())
@@ -137,13 +142,15 @@ func (a *Applier) prepare(req *Request, o render.Object) (*item, error) {
 	} else {
 		u.SetNamespace("")
 	}
-	labels := u.GetLabels()
-	if labels == nil {
-		labels = map[string]string{}
+	if !req.KeepLabels {
+		labels := u.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[LabelCluster] = req.Cluster
+		labels[LabelComponent] = req.Component
+		u.SetLabels(labels)
 	}
-	labels[LabelCluster] = req.Cluster
-	labels[LabelComponent] = req.Component
-	u.SetLabels(labels)
 	unstructured.RemoveNestedField(u.Object, "status")
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
 	return &item{obj: o, u: u, id: IDOf(u), mapping: m, hash: desiredHash(u)}, nil
