@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
+	"tend.dev/tend/internal/backup"
 	"tend.dev/tend/internal/fleet"
 	"tend.dev/tend/internal/machine"
 	"tend.dev/tend/internal/model"
@@ -301,6 +302,15 @@ func newMachines(g *globals) *cobra.Command {
 						}
 						if st.LastError != "" {
 							fmt.Fprintf(g.stdout, "%s: %s\n", r.Machine, st.LastError)
+						}
+					}
+					if r.Status != nil {
+						for _, b := range r.Status.Backups {
+							for _, run := range []*backup.Run{b.Last, b.LastVerify} {
+								if run != nil && run.Result != backup.Succeeded {
+									fmt.Fprintf(g.stdout, "%s: %s %s failed %s: %s\n", r.Machine, run.Kind, b.Name, ago(run.Start), oneLine(run.Error, 120))
+								}
+							}
 						}
 					}
 				}

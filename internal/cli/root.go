@@ -160,7 +160,7 @@ unreachable git or cluster).`,
 	var plainHTTPCharts bool
 	pf.BoolVar(&plainHTTPCharts, "plain-http-charts", false, "pull oci:// Helm charts over plain HTTP (local registries)")
 	root.PersistentPreRun = func(*cobra.Command, []string) { render.DefaultCharts.PlainHTTP = plainHTTPCharts }
-	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g), nodecli.New(&nodecli.Env{Stdout: stdout, Stderr: stderr, Output: &g.output, LogLevel: &g.logLevel, Version: Version}), newMachines(g))
+	root.AddCommand(newValidate(g), newBuild(g), newDiff(g), newApply(g), newRun(g), newStatus(g), newDev(g), newRelease(g), newImage(g), newSecret(g), newAgent(g), newBootstrap(g), newBackupCmd(g), nodecli.New(&nodecli.Env{Stdout: stdout, Stderr: stderr, Output: &g.output, LogLevel: &g.logLevel, Version: Version}), newMachines(g))
 	return root
 }
 

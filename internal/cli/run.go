@@ -31,6 +31,7 @@ func newRunner(g *globals, agent bool) *cobra.Command {
 	var metricsAddr, webhookAddr, webhookSecretFile string
 	var leaderElect bool
 	var notifyURLs, slackURLs []string
+	var resticBin string
 	use, short, example := "run", "Keep the cluster equal to git: follow the source at the Cluster's interval and correct drift through watches",
 		`  tend run --repo https://git.example.com/ops.git --cluster prod --metrics-addr :9797`
 	if agent {
@@ -82,7 +83,8 @@ func newRunner(g *globals, agent bool) *cobra.Command {
 				n.Targets = append(n.Targets, notify.Target{URL: u, Slack: true})
 			}
 			n.Start(ctx)
-			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Identities: ids, Notifier: n, Log: log, Metrics: m, Workers: workers, Events: true})
+			r := reconcile.New(reconcile.Options{Source: src, Cluster: g.cluster, Kube: c, Identities: ids, Notifier: n, Log: log, Metrics: m, Workers: workers, Events: true,
+				Objects: &ClusterObjects{Client: c, Cluster: g.cluster}, Restic: resticBin})
 			if webhookAddr != "" {
 				secret := []byte(os.Getenv("TEND_WEBHOOK_SECRET"))
 				if webhookSecretFile != "" {
@@ -116,6 +118,7 @@ func newRunner(g *globals, agent bool) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&workers, "workers", 8, "components reconciled at once")
+	cmd.Flags().StringVar(&resticBin, "restic", "restic", "restic binary for the cluster's Backups")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "address to serve Prometheus metrics and /healthz on, e.g. :9797 (off when empty)")
 	cmd.Flags().StringVar(&webhookAddr, "webhook-addr", "", "address for the push webhook receiver (GitHub, GitLab, Gitea, generic), e.g. :9292")
 	cmd.Flags().StringVar(&webhookSecretFile, "webhook-secret-file", "", "file with the webhook secret (or TEND_WEBHOOK_SECRET)")

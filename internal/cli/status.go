@@ -1,12 +1,19 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"tend.dev/tend/internal/backup"
+	"tend.dev/tend/internal/kube"
+	"tend.dev/tend/internal/reconcile"
 )
 
 type statusRow struct {
@@ -72,12 +79,61 @@ func newStatus(g *globals) *cobra.Command {
 					}
 				}
 			}
+			if !g.json() && g.cluster != "" && !printBackups(cmd.Context(), g, c) {
+				allReady = false
+			}
 			if !allReady {
 				return notClean{Msg: "not ready"}
 			}
 			return nil
 		},
 	}
+}
+
+// printBackups prints the cluster's Backups from the leader's state, and
+// reports false when a last backup or drill failed.
+func printBackups(ctx context.Context, g *globals, c *kube.Client) bool {
+	cm, err := c.Typed.CoreV1().ConfigMaps(kube.Namespace).Get(ctx, reconcile.BackupStateName(g.cluster), metav1.GetOptions{})
+	if err != nil {
+		return true
+	}
+	var st backup.State
+	if json.Unmarshal([]byte(cm.Data["state.json"]), &st) != nil || len(st.Backups) == 0 {
+		return true
+	}
+	ok := true
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nBACKUP\tLAST\tRESULT\tSNAPSHOT\tLAST SUCCESS\tLAST DRILL\tMESSAGE")
+	for _, name := range st.Names() {
+		r := st.Backups[name]
+		last, result, snap, msg := "never", "-", "-", ""
+		if r.Last != nil {
+			last, result, snap, msg = ago(r.Last.Start), string(r.Last.Result), orDash(shortID(r.Last.Snapshot)), r.Last.Error
+			ok = ok && r.Last.Result == backup.Succeeded
+		}
+		success := "never"
+		if r.LastSuccess != nil {
+			success = ago(r.LastSuccess.Start)
+		}
+		drill := "-"
+		if r.LastVerify != nil {
+			drill = string(r.LastVerify.Result) + " " + ago(r.LastVerify.Start)
+			ok = ok && r.LastVerify.Result == backup.Succeeded
+			if msg == "" {
+				msg = r.LastVerify.Error
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, last, result, snap, success, drill, oneLine(msg, 80))
+	}
+	tw.Flush()
+	return ok
+}
+
+func shortID(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }
 
 func shortRev(s string) string {

@@ -37,7 +37,7 @@ type lab struct {
 	machineState map[string]string
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t *testing.T, debs ...testenv.Deb) *lab {
 	bin := testenv.NodeBinary(t)
 	ms := testenv.NewMachines(t, 3)
 	l := &lab{t: t, ms: ms, bin: bin, machineState: map[string]string{}}
@@ -45,11 +45,11 @@ func newLab(t *testing.T) *lab {
 	l.git.SetReadOnly(true)
 	l.wt = l.git.Repo(t, "ops")
 	l.repoURL = l.git.URL + "/ops.git"
-	l.aptLine = ms.AptRepo(t, []testenv.Deb{
+	l.aptLine = ms.AptRepo(t, append([]testenv.Deb{
 		{Name: "tend-hello", Version: "1.0", Files: map[string]string{"usr/share/tend-hello/VERSION": "1.0\n"}},
 		{Name: "tend-hello", Version: "1.1", Files: map[string]string{"usr/share/tend-hello/VERSION": "1.1\n"}},
 		{Name: "tend-extra", Version: "2.0", Files: map[string]string{"usr/share/tend-extra/README": "extra\n"}},
-	})
+	}, debs...))
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"tend.dev/tend/internal/backup"
 )
 
 // NodeExporterTextfileDir is where Debian's prometheus-node-exporter reads
@@ -23,6 +25,9 @@ type Metrics struct {
 	changes                                                        *prometheus.CounterVec
 	runs                                                           *prometheus.CounterVec
 	revision                                                       *prometheus.GaugeVec
+
+	backupLastSuccess, backupLastResult, backupBytes, backupAdded, backupDuration, verifyLastSuccess *prometheus.GaugeVec
+	backupRuns                                                                                       *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics of machine in pool.
@@ -48,6 +53,18 @@ func NewMetrics(pool, machine string) *Metrics {
 		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tend_node_revision_info", ConstLabels: labels,
 			Help: "The revision the machine runs, as a label."}, []string{"revision"}),
 	}
+	bgauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tend_node_backup_" + name, Help: help, ConstLabels: labels}, []string{"backup"})
+	}
+	m.backupLastSuccess = bgauge("last_success_timestamp_seconds", "When the last successful backup started.")
+	m.backupLastResult = bgauge("last_result", "1 when the last backup succeeded, 0 when it failed.")
+	m.backupBytes = bgauge("last_size_bytes", "What the last successful backup's snapshot holds.")
+	m.backupAdded = bgauge("last_added_bytes", "What the last successful backup uploaded.")
+	m.backupDuration = bgauge("last_duration_seconds", "How long the last backup took.")
+	m.verifyLastSuccess = bgauge("verify_last_success_timestamp_seconds", "When the last successful restore drill started.")
+	m.backupRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tend_node_backup_runs_total", ConstLabels: labels,
+		Help: "Backups and restore drills run, by backup, kind and result."}, []string{"backup", "kind", "result"})
+	m.reg.MustRegister(m.backupLastSuccess, m.backupLastResult, m.backupBytes, m.backupAdded, m.backupDuration, m.verifyLastSuccess, m.backupRuns)
 	m.reg.MustRegister(m.inSync, m.resources, m.failing, m.pending, m.reboot, m.slotHeld, m.lastRun, m.duration, m.changes, m.runs, m.revision)
 	return m
 }
@@ -86,6 +103,28 @@ func (m *Metrics) Observe(st *Status) {
 	if st.Revision != "" {
 		m.revision.Reset()
 		m.revision.WithLabelValues(st.Revision).Set(1)
+	}
+}
+
+// ObserveBackup records a backup or drill run.
+func (m *Metrics) ObserveBackup(r backup.Run) {
+	m.backupRuns.WithLabelValues(r.Backup, string(r.Kind), string(r.Result)).Inc()
+	ok := r.Result == backup.Succeeded
+	switch r.Kind {
+	case backup.KindBackup:
+		m.backupDuration.WithLabelValues(r.Backup).Set(r.Duration.Seconds())
+		if ok {
+			m.backupLastResult.WithLabelValues(r.Backup).Set(1)
+			m.backupLastSuccess.WithLabelValues(r.Backup).Set(float64(r.Start.UnixNano()) / 1e9)
+			m.backupBytes.WithLabelValues(r.Backup).Set(float64(r.Bytes))
+			m.backupAdded.WithLabelValues(r.Backup).Set(float64(r.Added))
+		} else {
+			m.backupLastResult.WithLabelValues(r.Backup).Set(0)
+		}
+	case backup.KindVerify:
+		if ok {
+			m.verifyLastSuccess.WithLabelValues(r.Backup).Set(float64(r.Start.UnixNano()) / 1e9)
+		}
 	}
 }
 

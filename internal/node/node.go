@@ -19,6 +19,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"tend.dev/tend/internal/backup"
 	"tend.dev/tend/internal/machine"
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/rollout"
@@ -101,6 +102,8 @@ type Status struct {
 	// a run with nothing to change starts no package manager.
 	Processes          int64 `json:"processes"`
 	PackageManagerRuns int64 `json:"packageManagerRuns"`
+	// Backups are the machine's Backups: the last run, drill and the next.
+	Backups []BackupStatus `json:"backups,omitempty"`
 }
 
 // StatusFile is the status path under a state dir.
@@ -148,6 +151,12 @@ type Agent struct {
 	Slots func(p *model.MachinePool) (Slots, error)
 	// Reboot runs when a change needs a reboot and the pool allows it.
 	Reboot func(ctx context.Context) error
+	// Restic is the restic binary backups run (default restic from PATH).
+	Restic string
+	// OnBackup is told of every backup and drill the agent runs.
+	OnBackup func(b *model.Backup, run backup.Run)
+
+	bk backups
 
 	src        source.Source
 	managedRaw []byte // managed.json as this run read it
@@ -195,6 +204,10 @@ type Prepared struct {
 	// FetchErr says git could not be reached: Revision is the last one
 	// fetched, and drift against it is still corrected.
 	FetchErr error
+	// Root is the checkout; Backups are those that run on this machine.
+	Root       string
+	Backups    []*model.Backup
+	identities *unseal.Identities
 }
 
 // Prepare fetches the repository and compiles this machine's state. When
@@ -240,12 +253,30 @@ func (a *Agent) Prepare(ctx context.Context) (*Prepared, error) {
 			return fail(err)
 		}
 	}
+	backups := repo.BackupsFor(pool.Metadata.Name, m.Name)
+	if len(backups) > 0 {
+		m = withRestic(pool, m)
+	}
 	d, err := machine.Compile(pool, m, machine.Options{Root: dir, Identities: ids, Facts: machine.GatherFacts(a.Sys), StateDir: a.Config.StateDir})
 	if err != nil {
 		return fail(err)
 	}
 	d.Prune(a.managed())
-	return &Prepared{Pool: pool, Machine: m, Desired: d, Revision: rev, FetchErr: fetchErr}, nil
+	return &Prepared{Pool: pool, Machine: m, Desired: d, Revision: rev, FetchErr: fetchErr, Root: dir, Backups: backups, identities: ids}, nil
+}
+
+// withRestic returns m with Debian's restic package in its state, unless
+// the pool or the machine already declares it: a machine with backups
+// needs restic, and installing it is the same apt path as every package.
+func withRestic(p *model.MachinePool, m *model.Machine) *model.Machine {
+	for _, pkg := range p.StateFor(m).Packages {
+		if pkg.Name == "restic" {
+			return m
+		}
+	}
+	c := *m
+	c.State.Packages = append(append([]model.Package(nil), m.State.Packages...), model.Package{Name: "restic"})
+	return &c
 }
 
 // Plan returns what the next apply would change, without changing anything.
@@ -281,6 +312,8 @@ func (a *Agent) Once(ctx context.Context) *Status {
 	}
 	st.Revision, st.Resources = p.Revision, p.Desired.Len()
 	a.interval = p.Pool.Spec.IntervalOrDefault()
+	a.setBackups(p)
+	defer func() { st.Backups = a.backupStatus(p) }()
 
 	slots, serr := a.slots(p.Pool)
 	held := a.holdsSlot()
@@ -289,6 +322,18 @@ func (a *Agent) Once(ctx context.Context) *Status {
 	}
 	plan := machine.PlanState(ctx, a.Sys, p.Desired)
 	st.Failing = append(st.Failing, plan.Errors...)
+	// A new revision's changes wait for their backupBefore backup.
+	// The first run, which installs restic, has nothing to back up with.
+	if len(plan.Changes) > 0 && p.Pool.StateFor(p.Machine).BackupBefore != "" && a.haveRestic() {
+		if err := a.backupBefore(ctx, p); err != nil {
+			st.Failing = append(st.Failing, machine.ResourceError{Resource: "backup " + p.Pool.StateFor(p.Machine).BackupBefore, Error: err.Error(), Hint: model.HintOf(err)})
+			for _, c := range plan.Changes {
+				st.Pending = append(st.Pending, c.String())
+			}
+			st.InSync = false
+			return st
+		}
+	}
 	// A reboot still owed for an earlier change takes a slot too, once the
 	// pool allows reboots.
 	rebootOwed := a.rebootPending() && p.Pool.Spec.Rollout.Reboot && a.Reboot != nil
@@ -548,6 +593,8 @@ func healthOnce(ctx context.Context, checks []model.HealthCheck) error {
 
 // Run converges every interval until ctx ends, calling report after each run.
 func (a *Agent) Run(ctx context.Context, report func(*Status)) {
+	a.bk.wake, a.bk.started = make(chan struct{}, 1), time.Now()
+	go a.backupLoop(ctx)
 	for {
 		st := a.Once(ctx)
 		if report != nil {

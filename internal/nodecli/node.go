@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 
+	"tend.dev/tend/internal/backup"
 	"tend.dev/tend/internal/machine"
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/node"
@@ -90,6 +91,17 @@ It fetches the ops repository, finds its own machine, and keeps it as git says.`
 			defer stop()
 			log.Info("node agent started", "machine", a.Config.Machine, "pool", a.Config.Pool, "repo", a.Config.Repo, "version", g.Version)
 			metrics := node.NewMetrics(a.Config.Pool, a.Config.Machine)
+			notifyFailed := Notifier(ctx, a.Config.Machine)
+			a.OnBackup = func(b *model.Backup, run backup.Run) {
+				level := slog.LevelInfo
+				if run.Result != backup.Succeeded {
+					level = slog.LevelError
+				}
+				log.Log(ctx, level, string(run.Kind), "backup", b.Metadata.Name, "result", run.Result, "trigger", run.Trigger,
+					"snapshot", run.Snapshot, "bytes", run.Bytes, "added", run.Added, "duration", run.Duration, "error", run.Error, "hint", run.Hint)
+				metrics.ObserveBackup(run)
+				notifyFailed(b, run)
+			}
 			a.Run(ctx, func(st *node.Status) {
 				logStatus(log, st)
 				metrics.Observe(st)
@@ -234,7 +246,7 @@ command then comes from SSH_ORIGINAL_COMMAND.`,
 	slots.Flags().StringVar(&pool, "pool", "", "pool name")
 	slots.Flags().StringVar(&holder, "holder", "", "machine taking or releasing the slot")
 	slots.Flags().StringVar(&dir, "dir", rollout.DefaultDir, "slot directory")
-	cmd.AddCommand(run, apply, plan, status, slotKey, slots)
+	cmd.AddCommand(run, apply, plan, status, slotKey, slots, newBackup(g, agent))
 	return cmd
 }
 

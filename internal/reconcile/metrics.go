@@ -1,6 +1,10 @@
 package reconcile
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tend.dev/tend/internal/backup"
+)
 
 // Metrics are tend's Prometheus metrics; docs/metrics.md describes each.
 type Metrics struct {
@@ -10,6 +14,9 @@ type Metrics struct {
 	Revision   *prometheus.GaugeVec
 	Fetch      prometheus.Histogram
 	FetchError prometheus.Counter
+
+	BackupLastSuccess, BackupLastResult, BackupBytes, BackupDuration, VerifyLastSuccess *prometheus.GaugeVec
+	BackupRuns                                                                          *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics with reg.
@@ -36,6 +43,38 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tend_source_fetch_errors_total", Help: "Failed source fetches.",
 		}),
 	}
-	reg.MustRegister(m.Duration, m.Total, m.Drift, m.Revision, m.Fetch, m.FetchError)
+	g := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tend_backup_" + name, Help: help}, []string{"cluster", "backup"})
+	}
+	m.BackupLastSuccess = g("last_success_timestamp_seconds", "When the last successful backup started.")
+	m.BackupLastResult = g("last_result", "1 when the last backup succeeded, 0 when it failed.")
+	m.BackupBytes = g("last_size_bytes", "What the last successful backup's snapshot holds.")
+	m.BackupDuration = g("last_duration_seconds", "How long the last backup took.")
+	m.VerifyLastSuccess = g("verify_last_success_timestamp_seconds", "When the last successful restore drill started.")
+	m.BackupRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tend_backup_runs_total", Help: "Backups and restore drills, by kind and result."},
+		[]string{"cluster", "backup", "kind", "result"})
+	reg.MustRegister(m.Duration, m.Total, m.Drift, m.Revision, m.Fetch, m.FetchError,
+		m.BackupLastSuccess, m.BackupLastResult, m.BackupBytes, m.BackupDuration, m.VerifyLastSuccess, m.BackupRuns)
 	return m
+}
+
+// ObserveBackup records a backup or drill run of cluster.
+func (m *Metrics) ObserveBackup(cluster string, r backup.Run) {
+	m.BackupRuns.WithLabelValues(cluster, r.Backup, string(r.Kind), string(r.Result)).Inc()
+	ok := r.Result == backup.Succeeded
+	switch r.Kind {
+	case backup.KindBackup:
+		m.BackupDuration.WithLabelValues(cluster, r.Backup).Set(r.Duration.Seconds())
+		if !ok {
+			m.BackupLastResult.WithLabelValues(cluster, r.Backup).Set(0)
+			return
+		}
+		m.BackupLastResult.WithLabelValues(cluster, r.Backup).Set(1)
+		m.BackupLastSuccess.WithLabelValues(cluster, r.Backup).Set(float64(r.Start.UnixNano()) / 1e9)
+		m.BackupBytes.WithLabelValues(cluster, r.Backup).Set(float64(r.Bytes))
+	case backup.KindVerify:
+		if ok {
+			m.VerifyLastSuccess.WithLabelValues(cluster, r.Backup).Set(float64(r.Start.UnixNano()) / 1e9)
+		}
+	}
 }

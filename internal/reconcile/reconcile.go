@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
+	"tend.dev/tend/internal/backup"
 	"tend.dev/tend/internal/kube"
 	"tend.dev/tend/internal/model"
 	"tend.dev/tend/internal/notify"
@@ -40,6 +41,7 @@ const (
 	ReasonApplyFailed        = "ApplyFailed"
 	ReasonHealthCheckFailed  = "HealthCheckFailed"
 	ReasonDependencyNotReady = "DependencyNotReady"
+	ReasonBackupFailed       = "BackupFailed"
 )
 
 // Options configure a Reconciler.
@@ -59,6 +61,11 @@ type Options struct {
 	// Identities decrypt SOPS files in memory; with none, a component with
 	// an encrypted file fails and names the file and its recipients.
 	Identities *secret.Identities
+	// Objects, when set, lets the reconciler run the cluster's Backups:
+	// on their schedule while it runs (the leader), and before components
+	// with backupBefore. Restic is the restic binary (default from PATH).
+	Objects backup.Objects
+	Restic  string
 }
 
 // Reconciler reconciles one Cluster.
@@ -75,6 +82,7 @@ type Reconciler struct {
 	queue   workqueue.TypedRateLimitingInterface[string]
 	watcher *kube.Watcher
 	trigger chan struct{}
+	bk      backups
 
 	// OnResult, when set, sees every component result in Run (tests and
 	// benchmarks use it).
@@ -83,6 +91,8 @@ type Reconciler struct {
 
 // state is one loaded revision of the repository.
 type state struct {
+	dir     string
+	backups []*model.Backup
 	rev     source.Revision
 	cluster *model.Cluster
 	objects map[string][]render.Object
@@ -151,7 +161,7 @@ func (r *Reconciler) load(ctx context.Context, rev source.Revision) (*state, err
 	if errs := model.ValidateCluster(dir, cl); len(errs) > 0 {
 		return nil, errs
 	}
-	st := &state{rev: rev, cluster: cl, objects: map[string][]render.Object{}, errs: map[string]error{}, byName: map[string]model.Component{}}
+	st := &state{dir: dir, backups: repo.ClusterBackups(r.opts.Cluster), rev: rev, cluster: cl, objects: map[string][]render.Object{}, errs: map[string]error{}, byName: map[string]model.Component{}}
 	for _, c := range cl.Spec.Components {
 		st.byName[c.Name] = c
 		objs, err := render.Component(dir, c, cl.Vars(c), r.decrypter())
@@ -243,6 +253,9 @@ func (r *Reconciler) reconcileComponent(ctx context.Context, st *state, name str
 	case len(notReady) > 0:
 		res.Reason = ReasonDependencyNotReady
 		res.Message = "waiting for " + strings.Join(notReady, ", ") + " to be Ready"
+	case c.BackupBefore != "" && prior.LastAppliedRevision != st.rev.String() && r.opts.Objects != nil && setErr(&applyErr, r.backupBefore(ctx, st, c)):
+		// A new revision waits for a fresh backup; this component only.
+		res.Reason = ReasonBackupFailed
 	default:
 		changes, err := r.applier.Apply(ctx, kube.Request{
 			Cluster: r.opts.Cluster, Component: name, Namespace: c.Namespace,
@@ -310,6 +323,12 @@ func (r *Reconciler) reconcileComponent(ctx context.Context, st *state, name str
 	r.mu.Unlock()
 	r.report(res, prior)
 	return res
+}
+
+// setErr stores err in dst and reports whether it is an error.
+func setErr(dst *error, err error) bool {
+	*dst = err
+	return err != nil
 }
 
 func truncate(s string, n int) string {

@@ -34,6 +34,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	for range r.opts.Workers {
 		go r.worker(ctx, q)
 	}
+	if r.opts.Objects != nil {
+		go r.backupLoop(ctx)
+	}
 
 	var last source.Revision
 	backoff := time.Second
