@@ -17,6 +17,9 @@ command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v dpkg-scanpackages >/dev/null || need+=(dpkg-dev)
 command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
+# Backups: restic drives the repositories; zstd is the benchmark's baseline.
+command -v restic >/dev/null || need+=(restic)
+command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
   echo ">> installing ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -36,6 +39,11 @@ fi
 if [ ! -x "$CACHE/bin/sops" ]; then
   echo ">> sops CLI (a real peer for the SOPS interop tests)"
   GOBIN="$CACHE/bin" CGO_ENABLED=0 go install github.com/getsops/sops/v3/cmd/sops@v3.13.3
+fi
+
+if [ ! -x "$CACHE/bin/versitygw" ]; then
+  echo ">> S3 server (versitygw, once, about 140 s)"
+  GOBIN="$CACHE/bin" CGO_ENABLED=0 go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 fi
 
 if [ ! -x "$CACHE/machines/bookworm/usr/lib/systemd/systemd" ]; then

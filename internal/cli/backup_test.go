@@ -180,9 +180,23 @@ spec:
 			cm, err := c.Typed.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
 			return err == nil && cm.Data["version"] == "1.1"
 		})
+		_, out, _ := run(t, "status", "--cluster", "bk", "--kubeconfig", kc)
+		t.Logf("tend status:\n%s", out)
+		if !strings.Contains(out, "BACKUP") || !strings.Contains(grepLine(out, "shop-objects"), "succeeded") {
+			t.Errorf("tend status does not show the backup:\n%s", out)
+		}
 		cm, _ := c.Typed.CoreV1().ConfigMaps(kube.Namespace).Get(ctx, reconcile.BackupStateName("bk"), metav1.GetOptions{})
 		if strings.Contains(fmt.Sprint(cm.Data), "cluster-repo-passphrase") || strings.Contains(fmt.Sprint(cm.Data), s3.SecretKey) {
 			t.Error("the backup state holds a secret")
 		}
 	})
+}
+
+func grepLine(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
 }
