@@ -79,6 +79,39 @@ type Runner struct {
 	Objects Objects
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Initializes says whether this target creates b's repository when it
+	// is missing (default yes). Targets sharing a repository must leave
+	// that to one of them: two concurrent restic inits leave a repository
+	// whose key and config do not match.
+	Initializes func(b *model.Backup) bool
+	// LockWait bounds how long a run waits for a repository another
+	// target holds (default 3m); Sleep is the pause between tries.
+	LockWait time.Duration
+	Sleep    func(time.Duration)
+}
+
+// retryLocked runs f until it ends in anything but another target's lock,
+// or LockWait passed: targets sharing a repository take turns at the
+// exclusive lock forget and prune need (restic 0.14 has no --retry-lock).
+func (r *Runner) retryLocked(ctx context.Context, f func() error) error {
+	wait := r.LockWait
+	if wait <= 0 {
+		wait = 3 * time.Minute
+	}
+	sleep := r.Sleep
+	if sleep == nil {
+		sleep = time.Sleep
+	}
+	deadline := r.now().Add(wait)
+	pause := 2 * time.Second
+	for {
+		err := f()
+		if restic.KindOf(err) != restic.KindLocked || r.now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		sleep(pause + Jitter(model.Schedule{Jitter: model.Duration{Duration: time.Second}}, r.Target+r.now().String()))
+		pause = min(pause*2, 20*time.Second)
+	}
 }
 
 func (r *Runner) now() time.Time {
@@ -145,7 +178,13 @@ func (r *Runner) backup(ctx context.Context, b *model.Backup, run *Run) error {
 	if err != nil {
 		return err
 	}
-	if err := repo.Ensure(ctx); err != nil {
+	if r.Initializes == nil || r.Initializes(b) {
+		err = repo.Ensure(ctx)
+	} else if err = repo.Open(ctx); restic.KindOf(err) == restic.KindNoRepository {
+		err = model.WithHint(fmt.Errorf("backup %s: the repository does not exist yet", b.Metadata.Name),
+			"the Backup's first target creates it on its first run; this target backs up at its next slot, or now: tend backup run %s", b.Metadata.Name)
+	}
+	if err != nil {
 		return err
 	}
 	// A run killed earlier leaves a stale lock; restic removes only locks
@@ -186,7 +225,13 @@ func (r *Runner) backup(ctx context.Context, b *model.Backup, run *Run) error {
 		opts.Paths = b.Spec.Machines.Paths
 		opts.Exclude = b.Spec.Machines.Exclude
 	}
-	sum, err := repo.Backup(ctx, opts)
+	var sum restic.Summary
+	if dump != nil {
+		// A stream cannot be read twice: no retry.
+		sum, err = repo.Backup(ctx, opts)
+	} else {
+		err = r.retryLocked(ctx, func() (err error) { sum, err = repo.Backup(ctx, opts); return err })
+	}
 	if dump != nil && dump.err != nil {
 		// The dump's own failure says more than restic's abort.
 		return dump.err
@@ -197,8 +242,17 @@ func (r *Runner) backup(ctx context.Context, b *model.Backup, run *Run) error {
 	run.Snapshot, run.Bytes, run.Added = sum.SnapshotID, sum.TotalBytesProcessed, sum.DataAdded
 	run.Files = sum.FilesNew + sum.FilesChanged + sum.FilesUnmodified
 	k := b.Spec.Keep
-	res, err := repo.Forget(ctx, restic.Keep{Last: k.Last, Hourly: k.Hourly, Daily: k.Daily, Weekly: k.Weekly, Monthly: k.Monthly, Yearly: k.Yearly},
-		Tags(b.Metadata.Name), r.Target, false)
+	var res restic.ForgetResult
+	err = r.retryLocked(ctx, func() (err error) {
+		res, err = repo.Forget(ctx, restic.Keep{Last: k.Last, Hourly: k.Hourly, Daily: k.Daily, Weekly: k.Weekly, Monthly: k.Monthly, Yearly: k.Yearly},
+			Tags(b.Metadata.Name), r.Target, false)
+		return err
+	})
+	if restic.KindOf(err) == restic.KindLocked {
+		// The snapshot is safe; the next run applies the retention.
+		run.Note = "retention deferred to the next run: the repository stayed locked by another target"
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("snapshot %s was made, but retention failed: %w", shortID(sum.SnapshotID), err)
 	}

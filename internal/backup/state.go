@@ -59,9 +59,11 @@ type Run struct {
 	Added int64 `json:"added,omitempty"`
 	Files int64 `json:"files,omitempty"`
 	// Pruned counts snapshots the retention policy removed after this run.
-	Pruned int    `json:"pruned,omitempty"`
-	Error  string `json:"error,omitempty"`
-	Hint   string `json:"hint,omitempty"`
+	Pruned int `json:"pruned,omitempty"`
+	// Note is something worth knowing about a run that succeeded.
+	Note  string `json:"note,omitempty"`
+	Error string `json:"error,omitempty"`
+	Hint  string `json:"hint,omitempty"`
 }
 
 // Record is the state of one Backup on one target.

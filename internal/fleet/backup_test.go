@@ -101,7 +101,7 @@ func TestBackups(t *testing.T) {
 		t.Fatalf("bootstrap = %d\n%s\n%s", code, out, errOut)
 	}
 	l.wait("restic and PostgreSQL installed", 5*time.Minute, synced)
-	m1.Run(t, `su postgres -c "createdb shop && psql -d shop -c \"create table orders(id int primary key, item text); insert into orders values (1, 'tea'), (2, 'cake')\""`)
+	m1.Run(t, `cd / && su postgres -c "createdb shop && psql -d shop -c \"create table orders(id int primary key, item text); insert into orders values (1, 'tea'), (2, 'cake')\""`)
 	for _, m := range []*testenv.Machine{m1, m2} {
 		m.Run(t, "head -c 2000000 /dev/urandom > /srv/app/data/blob.bin && echo 'hello from "+m.Name+"' > /srv/app/data/notes.txt && mkdir -p /srv/app/data/sub && echo deep > /srv/app/data/sub/deep.txt")
 	}
@@ -154,7 +154,7 @@ func TestBackups(t *testing.T) {
 
 	t.Run("restore files and the database after damage", func(t *testing.T) {
 		m1.Run(t, "echo vandalized > /srv/app/data/notes.txt && rm -r /srv/app/data/sub")
-		m1.Run(t, `su postgres -c "psql -d shop -c 'drop table orders'"`)
+		m1.Run(t, `cd / && su postgres -c "psql -d shop -c 'drop table orders'"`)
 
 		code, out, errOut := l.backupCLI("restore", "files", "--machine", "m1")
 		if code != 2 || !strings.Contains(errOut, "locally changed") || !strings.Contains(errOut, "notes.txt") || !strings.Contains(errOut, "--yes") {
@@ -172,7 +172,7 @@ func TestBackups(t *testing.T) {
 		if code, out, errOut := l.backupCLI("restore", "shop-db", "--yes"); code != 0 {
 			t.Fatalf("restore shop-db = %d\n%s%s", code, out, errOut)
 		}
-		if got := m1.Run(t, `su postgres -c "psql -d shop -tAc 'select id, item from orders order by id'"`); got != "1|tea\n2|cake\n" {
+		if got := m1.Run(t, `cd / && su postgres -c "psql -d shop -tAc 'select id, item from orders order by id'"`); got != "1|tea\n2|cake\n" {
 			t.Errorf("orders after restore = %q", got)
 		}
 		to := "/var/tmp/restored"
@@ -191,7 +191,7 @@ func TestBackups(t *testing.T) {
 				t.Fatalf("verify %s = %d\n%s%s", name, code, out, errOut)
 			}
 		}
-		if got := m1.Run(t, `su postgres -c "psql -tAc \"select count(*) from pg_database where datname = 'tend_verify'\""`); got != "0\n" {
+		if got := m1.Run(t, `cd / && su postgres -c "psql -tAc \"select count(*) from pg_database where datname = 'tend_verify'\""`); got != "0\n" {
 			t.Errorf("the drill left its scratch database: %q", got)
 		}
 	})
@@ -267,6 +267,40 @@ func TestBackups(t *testing.T) {
 		}, "m2")
 	})
 
+	t.Run("the agent killed during an upload: the next run completes, the repository checks clean", func(t *testing.T) {
+		m2.Run(t, "mkdir -p /srv/big && head -c 400000000 /dev/urandom > /srv/big/blob.bin")
+		l.wt.Write(t, map[string]string{"backups/big.yaml": fmt.Sprintf(`apiVersion: tend.dev/v1alpha1
+kind: Backup
+metadata: {name: big}
+spec:
+  machines: {pool: web, machines: [m2], paths: [/srv/big]}
+  repository:
+    s3: {endpoint: %q, bucket: backups}
+    credentials: secrets/backup-s3.yaml
+  schedule: {cron: "@every 10s"}
+  keep: {last: 2}
+`, s3.Endpoint)})
+		l.commit("a big backup on m2", l.pool(strings.Replace(backupState, "version: 1", "version: 2", 1), ""))
+		testenv.Eventually(t, 2*time.Minute, "restic uploading on m2", func() bool {
+			out, _ := m2.Exec("pgrep -af 'restic.*backup.*/srv/big'")
+			return strings.Contains(out, "/srv/big")
+		})
+		time.Sleep(time.Second)
+		m2.Run(t, "systemctl kill -s KILL tend-node")
+		if out, _ := m2.Exec("pgrep -af 'restic.*backup' || true"); strings.Contains(out, "/srv/big") {
+			t.Fatalf("restic outlived the killed agent: %s", out)
+		}
+		l.wait("the next run after the kill", 3*time.Minute, func(m string, st *node.Status) bool {
+			b := backupOf(st, "big")
+			return b != nil && b.LastSuccess != nil && b.Last.Result == backup.Succeeded
+		}, "m2")
+		cmd := exec.Command("restic", "-r", "s3:"+s3.Endpoint+"/backups/big", "--no-cache", "check")
+		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+s3.AccessKey, "AWS_SECRET_ACCESS_KEY="+s3.SecretKey, "RESTIC_PASSWORD=repo-passphrase-not-in-logs")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("restic check after the kill: %v\n%s", err, b)
+		}
+	})
+
 	t.Run("no secret in status, logs or listings", func(t *testing.T) {
 		_, status, _ := l.tend("machines", "status", "--pool", l.poolFile, "-i", l.ms.ClientKey, "-o", "json")
 		_, list, _ := l.backupCLI("list", "files", "-o", "json")
@@ -278,7 +312,7 @@ func TestBackups(t *testing.T) {
 				}
 			}
 		}
-		if !strings.Contains(journal, "backup=shop-db") {
+		if !strings.Contains(journal, "backup=files result=succeeded trigger=schedule") {
 			t.Errorf("the agent's journal does not log the backup runs:\n%s", grepLines(journal, "backup"))
 		}
 	})

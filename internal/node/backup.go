@@ -30,6 +30,7 @@ type backupSet struct {
 	revision string
 	backups  []*model.Backup
 	ids      *unseal.Identities
+	pool     *model.MachinePool
 	before   string // the machine state's backupBefore
 }
 
@@ -56,13 +57,20 @@ func (a *Agent) backupDir() string { return filepath.Join(a.Config.StateDir, "ba
 func (a *Agent) backupStateFile() string { return backup.StateFile(a.Config.StateDir) }
 
 // BackupRunner returns the backup runner of this machine at p's revision.
-func (a *Agent) BackupRunner(p *Prepared) *backup.Runner { return a.Runner(p.Root, p.identities) }
+func (a *Agent) BackupRunner(p *Prepared) *backup.Runner {
+	return a.Runner(p.Root, p.identities, p.Pool)
+}
 
 // Runner returns the backup runner of this machine for the repository
 // checked out at root.
-func (a *Agent) Runner(root string, ids *unseal.Identities) *backup.Runner {
+func (a *Agent) Runner(root string, ids *unseal.Identities, pool *model.MachinePool) *backup.Runner {
 	return &backup.Runner{Target: a.Config.Machine, Restic: a.Restic, Dir: a.backupDir(), Root: root,
-		Decrypt: func(file string, data []byte) ([]byte, error) { return unseal.Decrypt(file, data, ids) }}
+		Decrypt: func(file string, data []byte) ([]byte, error) { return unseal.Decrypt(file, data, ids) },
+		// Of the machines sharing a Backup's repository, the first creates it.
+		Initializes: func(b *model.Backup) bool {
+			t := b.Targets(pool)
+			return len(t) == 0 || t[0] == a.Config.Machine
+		}}
 }
 
 // LockBackups serializes backup runs and their state between the agent
@@ -121,7 +129,7 @@ func (a *Agent) runTask(ctx context.Context, r *backup.Runner, st *backup.State,
 // setBackups hands the newest revision's backups to the scheduler.
 func (a *Agent) setBackups(p *Prepared) {
 	a.bk.mu.Lock()
-	a.bk.set = &backupSet{root: p.Root, revision: p.Revision, backups: p.Backups, ids: p.identities,
+	a.bk.set = &backupSet{root: p.Root, revision: p.Revision, backups: p.Backups, ids: p.identities, pool: p.Pool,
 		before: p.Pool.StateFor(p.Machine).BackupBefore}
 	a.bk.mu.Unlock()
 	select {
@@ -172,7 +180,7 @@ func (a *Agent) backupTick(ctx context.Context) time.Duration {
 	changed := len(st.Backups) != before
 	tasks := backup.DueTasks(set.backups, st, time.Now(), a.bk.started, a.Config.Machine)
 	changed = changed || len(st.Backups) != before
-	r := a.Runner(set.root, set.ids)
+	r := a.Runner(set.root, set.ids, set.pool)
 	for _, t := range tasks {
 		a.runTask(ctx, r, st, t)
 		backup.WriteState(a.backupStateFile(), st) //nolint:errcheck // written again after the next run
@@ -219,7 +227,7 @@ func (a *Agent) backupBefore(ctx context.Context, p *Prepared) error {
 	if st, err = backup.ReadState(a.backupStateFile()); err != nil {
 		return err
 	}
-	run := a.runTask(ctx, a.Runner(p.Root, p.identities), st, backup.Task{Backup: b, Kind: backup.KindBackup, Trigger: backup.Before})
+	run := a.runTask(ctx, a.BackupRunner(p), st, backup.Task{Backup: b, Kind: backup.KindBackup, Trigger: backup.Before})
 	if run.Result == backup.Succeeded {
 		st.Record(name, time.Now()).BeforeRevision = p.Revision
 	}

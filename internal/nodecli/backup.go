@@ -250,6 +250,9 @@ func PrintRun(w io.Writer, target string, r backup.Run) {
 	default:
 		fmt.Fprintf(w, "✓ backup %s on %s: snapshot %.8s, %s processed, %s added, %d pruned (%s)\n", r.Backup, target, r.Snapshot, bytesText(r.Bytes), bytesText(r.Added), r.Pruned, r.Duration)
 	}
+	if r.Note != "" {
+		fmt.Fprintf(w, "  note: %s\n", r.Note)
+	}
 }
 
 // PrintRestore prints a restore's result.

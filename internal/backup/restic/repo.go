@@ -5,6 +5,12 @@ import (
 	"strings"
 )
 
+// Open opens an existing repository; a missing one is KindNoRepository.
+func (r *Repo) Open(ctx context.Context) error {
+	_, err := r.run(ctx, call{op: "open", args: []string{"cat", "config"}, probe: true})
+	return err
+}
+
 // Ensure opens the repository, and initialises it when its bucket exists
 // but holds no repository at the prefix yet. A missing bucket is an error
 // of KindNoBucket: restic 0.14's init would create it, so Ensure looks
