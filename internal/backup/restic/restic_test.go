@@ -97,7 +97,10 @@ func expectKept(times []time.Time, k restic.Keep) []string {
 	}
 	buckets := []*bucket{
 		{n: k.Daily, key: func(t time.Time) string { return t.Format("2006-01-02") }},
-		{n: k.Weekly, key: func(t time.Time) string { y, w := t.ISOWeek(); return time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC).Format("2006") + "-" + string(rune('A'+w)) }},
+		{n: k.Weekly, key: func(t time.Time) string {
+			y, w := t.ISOWeek()
+			return time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC).Format("2006") + "-" + string(rune('A'+w))
+		}},
 		{n: k.Monthly, key: func(t time.Time) string { return t.Format("2006-01") }},
 		{n: k.Yearly, key: func(t time.Time) string { return t.Format("2006") }},
 	}
