@@ -131,6 +131,12 @@ spec:
             requests: {cpu: 50m, memory: 64Mi}
             limits: {memory: 512Mi}
           securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+          # Backups of the cluster's objects are exported here before
+          # restic encrypts them: memory, never the node's disk.
+          volumeMounts:
+            - {name: tmp, mountPath: /tmp}
+      volumes:
+        - {name: tmp, emptyDir: {medium: Memory, sizeLimit: 256Mi}}
 ---
 %[8]s`, kube.Namespace, o.Cluster, o.Replicas, o.Image, o.RepoURL, rev, SourceSecret, strings.TrimSpace(string(crd))+"\n")
 }
