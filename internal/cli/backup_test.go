@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"tend.dev/tend/internal/backup"
 	"tend.dev/tend/internal/cli"
 	"tend.dev/tend/internal/kube"
+	"tend.dev/tend/internal/notify"
 	"tend.dev/tend/internal/reconcile"
 	"tend.dev/tend/internal/secret"
 	"tend.dev/tend/internal/testenv"
@@ -152,10 +155,31 @@ spec:
 		}
 	})
 	t.Run("the agent backs up on schedule and before a change", func(t *testing.T) {
+		// A Backup whose bucket does not exist fails on every run: its
+		// failures go to its own notify target and the agent's.
+		events := make(chan notify.Event, 100)
+		hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var e notify.Event
+			json.NewDecoder(r.Body).Decode(&e)
+			events <- e
+		}))
+		defer hook.Close()
+		testenv.WriteFiles(t, dir, map[string]string{"backups/broken.yaml": fmt.Sprintf(`apiVersion: tend.dev/v1alpha1
+kind: Backup
+metadata: {name: broken}
+spec:
+  cluster: {name: bk, namespaces: [shop]}
+  repository:
+    s3: {endpoint: %q, bucket: no-such-bucket}
+    credentials: secrets/s3.yaml
+  schedule: {cron: "@every 5s"}
+  keep: {last: 1}
+  notify: [{url: %q}]
+`, s3.Endpoint, hook.URL)})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan int, 1)
 		go func() {
-			done <- cli.Main(rctx, append([]string{"run", "--log-level", "warn"}, base...), &strings.Builder{}, &strings.Builder{})
+			done <- cli.Main(rctx, append([]string{"run", "--log-level", "warn", "--notify-url", hook.URL}, base...), &strings.Builder{}, &strings.Builder{})
 		}()
 		defer func() { cancel(); <-done }()
 		state := func() *backup.Record {
@@ -180,7 +204,23 @@ spec:
 			cm, err := c.Typed.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
 			return err == nil && cm.Data["version"] == "1.1"
 		})
-		_, out, _ := run(t, "status", "--cluster", "bk", "--kubeconfig", kc)
+		got := map[string]bool{}
+		testenv.Eventually(t, 30*time.Second, "the failed backup notified twice (its own target and the agent's)", func() bool {
+			for {
+				select {
+				case e := <-events:
+					if e.Component == "backup/broken" && e.Outcome == "backup-failed" && strings.Contains(e.Message, "bucket") {
+						got[e.Message+fmt.Sprint(len(got))] = true
+					}
+				default:
+					return len(got) >= 2
+				}
+			}
+		})
+		code, out, _ := run(t, "status", "--cluster", "bk", "--kubeconfig", kc)
+		if code != 1 || !strings.Contains(grepLine(out, "broken"), "failed") {
+			t.Errorf("tend status = %d with a failing backup, want 1 and the failure shown:\n%s", code, out)
+		}
 		t.Logf("tend status:\n%s", out)
 		if !strings.Contains(out, "BACKUP") || !strings.Contains(grepLine(out, "shop-objects"), "succeeded") {
 			t.Errorf("tend status does not show the backup:\n%s", out)
