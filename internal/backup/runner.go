@@ -260,6 +260,25 @@ func (r *Runner) backup(ctx context.Context, b *model.Backup, run *Run) error {
 	return nil
 }
 
+// Do runs task t and records it in st: the run, and the slot it was for.
+func (r *Runner) Do(ctx context.Context, st *State, t Task) Run {
+	rec := st.Record(t.Backup.Metadata.Name, r.now())
+	var run Run
+	if t.Kind == KindVerify {
+		run = r.Verify(ctx, t.Backup)
+		if !t.Slot.IsZero() {
+			rec.VerifySlot = t.Slot
+		}
+	} else {
+		run = r.Backup(ctx, t.Backup, t.Trigger)
+		if !t.Slot.IsZero() {
+			rec.Slot = t.Slot
+		}
+	}
+	rec.Add(run)
+	return run
+}
+
 // Snapshots lists b's snapshots of this target, oldest first; all
 // targets' when allTargets is set.
 func (r *Runner) Snapshots(ctx context.Context, b *model.Backup, allTargets bool) ([]restic.Snapshot, error) {

@@ -106,20 +106,7 @@ func (a *Agent) RunBackup(ctx context.Context, p *Prepared, task backup.Task) (b
 }
 
 func (a *Agent) runTask(ctx context.Context, r *backup.Runner, st *backup.State, t backup.Task) backup.Run {
-	rec := st.Record(t.Backup.Metadata.Name, time.Now())
-	var run backup.Run
-	if t.Kind == backup.KindVerify {
-		run = r.Verify(ctx, t.Backup)
-		if !t.Slot.IsZero() {
-			rec.VerifySlot = t.Slot
-		}
-	} else {
-		run = r.Backup(ctx, t.Backup, t.Trigger)
-		if !t.Slot.IsZero() {
-			rec.Slot = t.Slot
-		}
-	}
-	rec.Add(run)
+	run := r.Do(ctx, st, t)
 	if a.OnBackup != nil {
 		a.OnBackup(t.Backup, run)
 	}

@@ -132,20 +132,7 @@ func (r *Reconciler) backupTick(ctx context.Context) time.Duration {
 }
 
 func (r *Reconciler) runBackupTask(ctx context.Context, runner *backup.Runner, s *backup.State, t backup.Task) backup.Run {
-	rec := s.Record(t.Backup.Metadata.Name, time.Now())
-	var run backup.Run
-	if t.Kind == backup.KindVerify {
-		run = runner.Verify(ctx, t.Backup)
-		if !t.Slot.IsZero() {
-			rec.VerifySlot = t.Slot
-		}
-	} else {
-		run = runner.Backup(ctx, t.Backup, t.Trigger)
-		if !t.Slot.IsZero() {
-			rec.Slot = t.Slot
-		}
-	}
-	rec.Add(run)
+	run := runner.Do(ctx, s, t)
 	r.reportBackup(t.Backup, run)
 	return run
 }
@@ -196,13 +183,12 @@ func (r *Reconciler) backupBefore(ctx context.Context, st *state, c model.Compon
 	if err != nil {
 		return err
 	}
-	rec := s.Record(b.Metadata.Name, time.Now())
-	if rec.BeforeRevision == st.rev.String() && rec.Last != nil && rec.Last.Result == backup.Succeeded {
+	if rec := s.Record(b.Metadata.Name, time.Now()); rec.BeforeRevision == st.rev.String() && rec.Last != nil && rec.Last.Result == backup.Succeeded {
 		return nil
 	}
 	run := r.runBackupTask(ctx, r.backupRunner(st), s, backup.Task{Backup: b, Kind: backup.KindBackup, Trigger: backup.Before})
 	if run.Result == backup.Succeeded {
-		rec.BeforeRevision = st.rev.String()
+		s.Record(b.Metadata.Name, time.Now()).BeforeRevision = st.rev.String()
 	}
 	if err := r.writeBackupState(ctx, s); err != nil {
 		r.log.Error("write backup state", "err", err)
