@@ -88,6 +88,9 @@ type Runner struct {
 	// target holds (default 3m); Sleep is the pause between tries.
 	LockWait time.Duration
 	Sleep    func(time.Duration)
+	// RetryTimeout bounds how long restic retries a server that stopped
+	// answering (default restic.DefaultRetryTimeout).
+	RetryTimeout time.Duration
 }
 
 // retryLocked runs f until it ends in anything but another target's lock,
@@ -152,6 +155,7 @@ func (r *Runner) Repo(b *model.Backup) (*restic.Repo, error) {
 		Region:          s3.Region,
 		CacheDir:        filepath.Join(r.Dir, "cache"),
 		Host:            r.Target,
+		RetryTimeout:    r.RetryTimeout,
 	}, nil
 }
 

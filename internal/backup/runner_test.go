@@ -2,11 +2,13 @@ package backup_test
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 
@@ -131,6 +133,17 @@ func TestPaths(t *testing.T) {
 	})
 }
 
+func countFiles(dir string) int {
+	n := 0
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
 // corruptPacks flips bytes in the middle of every pack file under dir.
 func corruptPacks(t *testing.T, dir string) {
 	t.Helper()
@@ -243,6 +256,36 @@ func TestRepositoryFaults(t *testing.T) {
 		snaps, err := w.runner.Snapshots(ctx, b, false)
 		if err != nil || len(snaps) != 2 {
 			t.Fatalf("snapshots = %d, %v; want the two that succeeded", len(snaps), err)
+		}
+	})
+	t.Run("S3 gone in the middle of an upload", func(t *testing.T) {
+		w := newWorld(t, "")
+		w.runner.RetryTimeout = 5 * time.Second
+		b := w.backupOf("files", model.MachineBackup{Paths: []string{w.data}})
+		must(t, w.runner.Backup(ctx, b, backup.Manual))
+		big := make([]byte, 150<<20)
+		rand.Read(big)
+		os.WriteFile(filepath.Join(w.data, "big.bin"), big, 0o644)
+		done := make(chan backup.Run, 1)
+		go func() { done <- w.runner.Backup(ctx, b, backup.Manual) }()
+		// Stop the server once restic has begun to write new packs.
+		data := filepath.Join(w.s3.Dir, "backups", "files", "data")
+		before := countFiles(data)
+		testenv.Eventually(t, time.Minute, "restic uploading", func() bool { return countFiles(data) > before })
+		w.s3.Stop()
+		run := <-done
+		if run.Result != backup.Failed || run.Hint == "" {
+			t.Fatalf("with S3 gone mid-upload: %s %q", run.Result, run.Error)
+		}
+		w.s3.Start(t)
+		snaps, err := w.runner.Snapshots(ctx, b, false)
+		if err != nil || len(snaps) != 1 {
+			t.Fatalf("after the broken upload: %d snapshots, %v; want only the first", len(snaps), err)
+		}
+		must(t, w.runner.Backup(ctx, b, backup.Manual))
+		repo, _ := w.runner.Repo(b)
+		if err := repo.Check(ctx, false); err != nil {
+			t.Errorf("the repository does not check clean: %v", err)
 		}
 	})
 	t.Run("credentials file without the password", func(t *testing.T) {
