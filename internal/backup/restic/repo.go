@@ -2,6 +2,7 @@ package restic
 
 import (
 	"context"
+	"errors"
 	"strings"
 )
 
@@ -26,7 +27,8 @@ func (r *Repo) Ensure(ctx context.Context) error {
 			return nil
 		}
 		// Another target initialised it between our look and our init.
-		if attempt > 0 || !strings.Contains(strings.ToLower(err.(*Error).Msg), "already exists") {
+		var e *Error
+		if attempt > 0 || !errors.As(err, &e) || !strings.Contains(strings.ToLower(e.Msg), "already exists") {
 			return err
 		}
 	}

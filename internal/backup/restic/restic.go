@@ -209,7 +209,12 @@ func (r *Repo) run(ctx context.Context, c call) (result, error) {
 		killMu.Lock()
 		defer killMu.Unlock()
 		if killTimer == nil {
-			killTimer = time.AfterFunc(killGrace, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
+			grace := killGrace
+			var st *errStalled
+			if errors.As(context.Cause(ctx), &st) {
+				grace = time.Second // its cleanup cannot reach the server either
+			}
+			killTimer = time.AfterFunc(grace, func() { _ = syscall.Kill(-pid, syscall.SIGKILL) })
 		}
 		return syscall.Kill(-pid, syscall.SIGINT)
 	}
@@ -341,7 +346,7 @@ func (r *Repo) run(ctx context.Context, c call) (result, error) {
 		return res, nil
 	}
 	var exitErr *exec.ExitError
-	if errors.As(werr, &exitErr) && res.exit == 3 {
+	if errors.As(werr, &exitErr) && res.exit == 3 && c.op == "backup" {
 		return res, nil // the caller reads the files that failed
 	}
 	if !errors.As(werr, &exitErr) {
@@ -354,6 +359,13 @@ func (r *Repo) run(ctx context.Context, c call) (result, error) {
 	}
 	e := r.fail(c, msg, werr)
 	e.Kind, e.Hint = classify(res.stderr)
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && e.Kind == "" {
+		e.Msg = fmt.Sprintf("restic was killed (signal %d, %s)", int(ws.Signal()), ws.Signal())
+		if m := message(res.stderr); m != "" {
+			e.Msg += ": " + r.scrub(m)
+		}
+		e.Hint = "nothing of this run was kept; the lock it leaves is removed by Unlock (restic unlock)"
+	}
 	return res, e
 }
 
