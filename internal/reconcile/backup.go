@@ -30,6 +30,32 @@ type backups struct {
 	mu      sync.Mutex // one run at a time: schedule and backupBefore
 	started time.Time
 	raw     string // the ConfigMap's state as last read or written
+	// notifiers deliver to Backups' own targets, one per target set, for
+	// the life of the loop (a notifier is goroutines, not a request).
+	ctx       context.Context
+	notifiers map[string]*notify.Notifier
+}
+
+// notifierFor returns the started notifier of targets.
+func (r *Reconciler) notifierFor(targets []model.NotifyTarget) *notify.Notifier {
+	key := fmt.Sprint(targets)
+	if n := r.bk.notifiers[key]; n != nil {
+		return n
+	}
+	n := &notify.Notifier{}
+	for _, t := range targets {
+		n.Targets = append(n.Targets, notify.Target{URL: t.URL, Slack: t.Slack})
+	}
+	ctx := r.bk.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	n.Start(ctx)
+	if r.bk.notifiers == nil {
+		r.bk.notifiers = map[string]*notify.Notifier{}
+	}
+	r.bk.notifiers[key] = n
+	return n
 }
 
 // backupRunner returns the runner for the cluster's Backups at st.
@@ -85,7 +111,7 @@ func (r *Reconciler) writeBackupState(ctx context.Context, s *backup.State) erro
 // backupLoop runs the cluster's Backups and drills when due, while this
 // replica leads (Run runs only then).
 func (r *Reconciler) backupLoop(ctx context.Context) {
-	r.bk.started = time.Now()
+	r.bk.started, r.bk.ctx = time.Now(), ctx
 	for {
 		wait := r.backupTick(ctx)
 		select {
@@ -155,10 +181,8 @@ func (r *Reconciler) reportBackup(b *model.Backup, run backup.Run) {
 		r.rec.Event(cm, corev1.EventTypeWarning, "BackupFailed", msg)
 	}
 	r.opts.Notifier.Notify(notify.Event{Cluster: r.opts.Cluster, Component: "backup/" + b.Metadata.Name, Outcome: string(run.Kind) + "-failed", Message: msg, Time: run.Start})
-	for _, t := range b.Spec.Notify {
-		n := &notify.Notifier{Targets: []notify.Target{{URL: t.URL, Slack: t.Slack}}}
-		n.Start(context.Background())
-		n.Notify(notify.Event{Cluster: r.opts.Cluster, Component: "backup/" + b.Metadata.Name, Outcome: string(run.Kind) + "-failed", Message: msg, Time: run.Start})
+	if len(b.Spec.Notify) > 0 {
+		r.notifierFor(b.Spec.Notify).Notify(notify.Event{Cluster: r.opts.Cluster, Component: "backup/" + b.Metadata.Name, Outcome: string(run.Kind) + "-failed", Message: msg, Time: run.Start})
 	}
 }
 
